@@ -1,0 +1,1 @@
+"""Asyncio client, postback receiver and test kit for the Dokobit Universal API."""
