@@ -1,0 +1,192 @@
+"""Every error that dokobit-async raises.
+
+One root, structured attributes, builtin mix-ins where they fit::
+
+    DokobitError
+    ├── InvalidArgumentError (ValueError)      bad input, raised before any request
+    │   └── ForeignURLError                    download_file() refused a URL's host
+    ├── ClientClosedError (RuntimeError)       the client was used after aclose()
+    ├── TransportError                         the request did not get a usable answer
+    │   ├── ConnectError (ConnectionError)     could not connect; nothing was sent
+    │   ├── RequestTimeoutError (TimeoutError) connect or read timed out
+    │   └── OutcomeUnknownError                a write may or may not have taken effect
+    ├── DecodeError                            the answer was not what the API sends
+    └── APIError                               the API answered with an error
+        ├── ValidationError                    400, with per-field ``errors``
+        ├── AuthenticationError                401 or 403 (bad or missing access token)
+        ├── NotFoundError                      404 (or an unknown signing token)
+        ├── RateLimitedError                   429, with ``retry_after``
+        └── ServerError                        5xx
+
+No exception from aiohttp ever reaches the caller: aiohttp's exceptions embed the full
+request URL, and the access token travels in that URL's query string. Our errors carry
+URLs only in redacted form (``access_token=***``) and are raised without a chained
+cause or context, so not even a traceback shows the original message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ClientClosedError",
+    "ConnectError",
+    "DecodeError",
+    "DokobitError",
+    "FieldError",
+    "ForeignURLError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "RateLimitedError",
+    "RequestTimeoutError",
+    "ServerError",
+    "TransportError",
+    "ValidationError",
+]
+
+
+class DokobitError(Exception):
+    """Root of every error raised by dokobit-async."""
+
+
+class InvalidArgumentError(DokobitError, ValueError):
+    """An argument is invalid; raised before any request is sent."""
+
+
+class ForeignURLError(InvalidArgumentError):
+    """A file URL points at a host other than the configured API host.
+
+    The access token is appended to file URLs, so it is only ever sent to the API host.
+    """
+
+
+class ClientClosedError(DokobitError, RuntimeError):
+    """The client was used after :meth:`~dokobit_async.DokobitClient.aclose`."""
+
+
+class TransportError(DokobitError):
+    """The request did not produce a usable HTTP answer.
+
+    ``method`` and ``url`` (redacted) say which request failed; ``reason`` is a short,
+    redacted description of the underlying failure.
+    """
+
+    def __init__(self, message: str, *, method: str = "", url: str = "", reason: str = ""):
+        super().__init__(message)
+        self.method = method
+        self.url = url
+        self.reason = reason
+
+
+class ConnectError(TransportError, ConnectionError):
+    """The connection could not be made, so the request was never sent."""
+
+
+class RequestTimeoutError(TransportError, TimeoutError):
+    """Connecting or reading the answer took longer than the configured timeout."""
+
+
+class OutcomeUnknownError(TransportError):
+    """A non-idempotent call may or may not have taken effect.
+
+    Raised when a write (``create``, ``add_signers``, ``remind``, ``seal``, e-delivery,
+    validation upload) was sent but no answer arrived. It is never resent blindly,
+    because that could create a second signing; check the state (e.g. with ``status``)
+    before trying again.
+    """
+
+
+class DecodeError(DokobitError):
+    """The answer could not be decoded as the API's JSON.
+
+    ``status`` is the HTTP status and ``excerpt`` a short, redacted start of the body.
+    """
+
+    def __init__(self, message: str, *, status: int, excerpt: str, url: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.excerpt = excerpt
+        self.url = url
+
+
+@attrs.frozen(kw_only=True)
+class FieldError:
+    """One entry of the error envelope's ``errors`` list.
+
+    ``field`` is the API's bracket path (e.g. ``[signers][0][email]``) when given.
+    """
+
+    message: str
+    error_code: int | None = None
+    field: str | None = None
+
+
+class APIError(DokobitError):
+    """The API answered with an error envelope or an error HTTP status.
+
+    Attributes: ``status`` (HTTP status), ``message``, ``error_code`` (the envelope's
+    ``error_code`` or ``code``), ``errors`` (a tuple of :class:`FieldError`), ``method``,
+    ``url`` (redacted) and ``body`` (the decoded envelope, if any).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_code: int | None = None,
+        errors: tuple[FieldError, ...] = (),
+        method: str = "",
+        url: str = "",
+        body: Mapping[str, Any] | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_code = error_code
+        self.errors = errors
+        self.method = method
+        self.url = url
+        self.body = body
+
+    def __str__(self) -> str:
+        text = f"{self.message} (HTTP {self.status}"
+        if self.error_code is not None:
+            text += f", error_code {self.error_code}"
+        text += ")"
+        if self.method and self.url:
+            text += f" on {self.method} {self.url}"
+        for item in self.errors:
+            where = f"{item.field}: " if item.field else ""
+            text += f"; {where}{item.message}"
+        return text
+
+
+class ValidationError(APIError):
+    """HTTP 400: the API rejected the data; ``errors`` says which fields."""
+
+
+class AuthenticationError(APIError):
+    """HTTP 401 or 403: the access token is missing, wrong or not allowed this action."""
+
+
+class NotFoundError(APIError):
+    """HTTP 404, or the API's "Signing with such token not found." error."""
+
+
+class RateLimitedError(APIError):
+    """HTTP 429: too many requests; ``retry_after`` is in seconds when the API said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """HTTP 5xx: the API failed on its side."""
