@@ -55,6 +55,19 @@ class RateLimit:
         return self.burst if self.burst is not None else max(1, self.calls // 10)
 
 
+class _Bucket(AsyncLimiter):
+    """aiolimiter's bucket with its level rounded to 1e-9 after each leak.
+
+    Without it, float residue (``10 - 6 * (10 / 6)`` is ``2e-15``, not 0) leaves the
+    level a hair above the threshold; aiolimiter then schedules its wake-up at "now"
+    and spins until the clock ticks, forever under a virtual clock.
+    """
+
+    def _leak(self) -> None:
+        super()._leak()
+        self._level = round(self._level, 9)
+
+
 class SharedLimiter:
     """The limiter of one access token within one event loop."""
 
@@ -62,7 +75,7 @@ class SharedLimiter:
         self.config = config
         self._loop = loop
         burst = config.effective_burst
-        self._bucket = AsyncLimiter(burst, config.period * burst / config.calls)
+        self._bucket = _Bucket(burst, config.period * burst / config.calls)
         self._starts: deque[float] = deque()
         self._paused_until = 0.0
 
