@@ -44,41 +44,90 @@ CASES = [
     ("missing name", without(external_body(), "name"), "[name]", 1001),
     ("missing files", without(external_body(), "files"), "[files]", 1001),
     ("files not a list", external_body(files="x"), "[files]", 1003),
-    ("bad base64", external_body(files=[{"name": "a.pdf", "content": "%%%"}]),
-     "[files][0][content]", 1004),
-    ("digest mismatch", external_body(files=[{**pdf_file(), "digest": "0" * 64}]),
-     "[files][0][digest]", 1005),
+    (
+        "bad base64",
+        external_body(files=[{"name": "a.pdf", "content": "%%%"}]),
+        "[files][0][content]",
+        1004,
+    ),
+    (
+        "digest mismatch",
+        external_body(files=[{**pdf_file(), "digest": "0" * 64}]),
+        "[files][0][digest]",
+        1005,
+    ),
     ("not a pdf", external_body(files=[pdf_file(b"hello")]), "[files][0][content]", 1006),
-    ("signer without external_id", external_body(signers=[{"email": "a@x.test"}]),
-     "[signers][0][external_id]", 1001),
+    (
+        "signer without external_id",
+        external_body(signers=[{"email": "a@x.test"}]),
+        "[signers][0][external_id]",
+        1001,
+    ),
     ("unknown role", external_body(**signer(role="boss")), "[signers][0][role]", 1002),
-    ("unknown country", external_body(**signer(code="1", country_code="us")),
-     "[signers][0][country_code]", 1002),
-    ("code without country", external_body(**signer(code="39001010000")),
-     "[signers][0][country_code]", 1007),
-    ("no email nor phone", external_body(signers=[{"external_id": "q"}]),
-     "[signers][0][email]", 1007),
-    ("unknown language", external_body(**signer(notifications_language="xx")),
-     "[signers][0][notifications_language]", 1002),
-    ("unknown method", external_body(allowed_signing_methods=["smartid", "magic"]),
-     "[allowed_signing_methods][1]", 1002),
-    ("unknown annotation position", external_body(annotation_position="middle"),
-     "[annotation_position]", 1002),
-    ("bad annotation page", external_body(**signer(annotation={"page": "zero"})),
-     "[signers][0][annotation][page]", 1002),
+    (
+        "unknown country",
+        external_body(**signer(code="1", country_code="us")),
+        "[signers][0][country_code]",
+        1002,
+    ),
+    (
+        "code without country",
+        external_body(**signer(code="39001010000")),
+        "[signers][0][country_code]",
+        1007,
+    ),
+    (
+        "no email nor phone",
+        external_body(signers=[{"external_id": "q"}]),
+        "[signers][0][email]",
+        1007,
+    ),
+    (
+        "unknown language",
+        external_body(**signer(notifications_language="xx")),
+        "[signers][0][notifications_language]",
+        1002,
+    ),
+    (
+        "unknown method",
+        external_body(allowed_signing_methods=["smartid", "magic"]),
+        "[allowed_signing_methods][1]",
+        1002,
+    ),
+    (
+        "unknown annotation position",
+        external_body(annotation_position="middle"),
+        "[annotation_position]",
+        1002,
+    ),
+    (
+        "bad annotation page",
+        external_body(**signer(annotation={"page": "zero"})),
+        "[signers][0][annotation][page]",
+        1002,
+    ),
     ("bad boolean", external_body(hard_deadline="maybe"), "[hard_deadline]", 1003),
     ("bad deadline", external_body(deadline="tomorrow"), "[deadline]", 1002),
     ("signers is an object", external_body(signers={"external_id": "x"}), "[signers]", 1003),
-    ("huge list index", {"type": "pdf", "files": {"99999999": {"name": "x"}}},
-     "[files][99999999]", 1002),
+    (
+        "huge list index",
+        {"type": "pdf", "files": {"99999999": {"name": "x"}}},
+        "[files][99999999]",
+        1002,
+    ),
 ]
 
 
 @pytest.mark.parametrize("encoding", ["form", "json"])
-@pytest.mark.parametrize(("body", "field", "code"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("body", "field", "code"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 async def test_invalid_create_gives_exact_envelope(
-    emu: Emulator, http: aiohttp.ClientSession, body: dict[str, Any], field: str, code: int,
+    emu: Emulator,
+    http: aiohttp.ClientSession,
+    body: dict[str, Any],
+    field: str,
+    code: int,
     encoding: str,
 ) -> None:
     """Each invalid field gives 400, "Data validation failed", and its bracket path."""
@@ -99,8 +148,9 @@ async def test_internal_create_requires_redirect_uri(
     emu: Emulator, http: aiohttp.ClientSession
 ) -> None:
     """signing-internal/create.json without redirect_uri names [redirect_uri]."""
-    status, answer = await call(http, emu, "POST", "signing-internal/create.json",
-                                without(INTERNAL, "redirect_uri"))
+    status, answer = await call(
+        http, emu, "POST", "signing-internal/create.json", without(INTERNAL, "redirect_uri")
+    )
     assert status == 400
     assert [e["field"] for e in answer["errors"]] == ["[redirect_uri]"]
 
@@ -128,7 +178,10 @@ async def test_single_pdf_switch(http: aiohttp.ClientSession) -> None:
     [(None, None, 403), ("wrong", None, 403), (None, "HEADER", 200), ("RIGHT", None, 200)],
 )
 async def test_access_token(
-    emu: Emulator, http: aiohttp.ClientSession, token: str | None, header: str | None,
+    emu: Emulator,
+    http: aiohttp.ClientSession,
+    token: str | None,
+    header: str | None,
     expected: int,
 ) -> None:
     """Missing or wrong token: 403 envelope; X-Access-Token header also accepted."""
@@ -140,8 +193,13 @@ async def test_access_token(
         body = await response.json()
     assert response.status == expected
     if expected == 403:
-        assert body == {"status": "error", "message": "Access forbidden. Invalid API key.",
-                        "error_code": 403, "code": 403, "errors": []}
+        assert body == {
+            "status": "error",
+            "message": "Access forbidden. Invalid API key.",
+            "error_code": 403,
+            "code": 403,
+            "errors": [],
+        }
     assert all("access_token" not in r.path for r in emu.requests)
 
 
@@ -168,8 +226,14 @@ async def test_unknown_route_and_wrong_method(emu: Emulator, http: aiohttp.Clien
 async def test_body_too_large_is_413(emu: Emulator, http: aiohttp.ClientSession) -> None:
     """A body past max_upload_bytes gets the 413 envelope."""
     big = base64.b64encode(PDF + b"0" * 300_000).decode()
-    status, body = await call(http, emu, "POST", "signing-external/create.json",
-                              external_body(files=[{"name": "a.pdf", "content": big}]), "json")
+    status, body = await call(
+        http,
+        emu,
+        "POST",
+        "signing-external/create.json",
+        external_body(files=[{"name": "a.pdf", "content": big}]),
+        "json",
+    )
     assert status == 413
     assert body["status"] == "error"
 
@@ -194,35 +258,66 @@ async def test_malformed_bodies_are_400(
 ) -> None:
     """Malformed bodies get a 400 envelope, never a 500."""
     url = f"{emu.base_url}/api/signing-external/create.json"
-    async with http.post(url, params={"access_token": emu.access_token}, data=data,
-                         headers={"Content-Type": ctype}) as response:
+    async with http.post(
+        url, params={"access_token": emu.access_token}, data=data, headers={"Content-Type": ctype}
+    ) as response:
         body = json.loads(await response.read())
     assert response.status == 400
     assert body["status"] == "error"
 
 
-PATHS = ["signing-external/create.json", "signing-internal/create.json",
-         "e-delivery/create.json", "validation/upload.json"]
+PATHS = [
+    "signing-external/create.json",
+    "signing-internal/create.json",
+    "e-delivery/create.json",
+    "validation/upload.json",
+]
 _text = st.text(max_size=12)
 _names = st.from_regex(r"[a-z_]{1,8}(\[[a-z0-9_]{0,9}\]){0,4}", fullmatch=True)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     path=st.sampled_from(PATHS),
     kind=st.sampled_from(["bytes", "form", "json"]),
     raw=st.binary(max_size=200),
     pairs=st.lists(st.tuples(_names, _text), max_size=8),
-    tree=st.recursive(st.none() | st.booleans() | st.integers() | _text,
-                      lambda inner: st.lists(inner, max_size=3)
-                      | st.dictionaries(st.sampled_from(["type", "files", "name", "content",
-                                                         "signers", "file", "recipients",
-                                                         "external_id", "digest", "0"]), inner,
-                                        max_size=4), max_leaves=12),
+    tree=st.recursive(
+        st.none() | st.booleans() | st.integers() | _text,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "type",
+                        "files",
+                        "name",
+                        "content",
+                        "signers",
+                        "file",
+                        "recipients",
+                        "external_id",
+                        "digest",
+                        "0",
+                    ]
+                ),
+                inner,
+                max_size=4,
+            )
+        ),
+        max_leaves=12,
+    ),
 )
 async def test_random_requests_never_500(
-    emu: Emulator, http: aiohttp.ClientSession, path: str, kind: str, raw: bytes,
-    pairs: list[tuple[str, str]], tree: Any,
+    emu: Emulator,
+    http: aiohttp.ClientSession,
+    path: str,
+    kind: str,
+    raw: bytes,
+    pairs: list[tuple[str, str]],
+    tree: Any,
 ) -> None:
     """Random bytes, bracket forms and JSON trees never make the emulator answer 500."""
     url = f"{emu.base_url}/api/{path}"

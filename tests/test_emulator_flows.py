@@ -85,8 +85,14 @@ def external_body(**extra: Any) -> dict[str, Any]:
         "files": [pdf_file()],
         "signers": [
             {"external_id": "a", "name": "Ann", "surname": "Lee", "email": "ann@example.test"},
-            {"external_id": "b", "name": "Bo", "surname": "Ek", "phone": "+37060000000",
-             "code": "39001010000", "country_code": "lt"},
+            {
+                "external_id": "b",
+                "name": "Bo",
+                "surname": "Ek",
+                "phone": "+37060000000",
+                "code": "39001010000",
+                "country_code": "lt",
+            },
             {"external_id": "v", "name": "Vi", "email": "vi@example.test", "role": "viewer"},
         ],
         "allowed_signing_methods": ["smartid", "mobile"],
@@ -100,8 +106,9 @@ async def test_external_signing_completes_when_all_signers_sign(
     emu: Emulator, http: aiohttp.ClientSession, encoding: str
 ) -> None:
     """Create → status → sign both signers (viewer does not block) → completed."""
-    status, created = await call(http, emu, "POST", "signing-external/create.json",
-                                 external_body(), encoding)
+    status, created = await call(
+        http, emu, "POST", "signing-external/create.json", external_body(), encoding
+    )
     assert status == 200, created
     assert created["status"] == "ok"
     token = created["token"]
@@ -140,7 +147,8 @@ async def test_signed_pdf_bytes_change_and_files_url_downloads(
     async with http.get(url, params=params) as response:
         after = await response.read()
         assert response.content_type == "application/pdf"
-    assert after.startswith(PDF) and after != PDF
+    assert after.startswith(PDF)
+    assert after != PDF
     assert after.rstrip().endswith(b"%%EOF")
     _, doc = await call(http, emu, "GET", f"signing-external/{token}/status.json")
     async with http.get(doc["files"][0]["url"], params=params) as response:
@@ -158,8 +166,10 @@ async def test_internal_signing_returns_signing_page_urls(
         "name": "Internal",
         "redirect_uri": "https://app.example.test/back",
         "files": [pdf_file(), pdf_file(b"plain text", "notes.txt")],
-        "signers": [{"external_id": "x", "code": "39001010000", "country_code": "PL"},
-                    {"external_id": "y", "role": "viewer"}],
+        "signers": [
+            {"external_id": "x", "code": "39001010000", "country_code": "PL"},
+            {"external_id": "y", "role": "viewer"},
+        ],
     }
     status, created = await call(http, emu, "POST", "signing-internal/create.json", body, encoding)
     assert status == 200, created
@@ -179,13 +189,16 @@ async def test_internal_signing_returns_signing_page_urls(
     assert {"contract.pdf", "notes.txt", "META-INF/signatures0.xml"} <= set(archive.namelist())
 
 
-async def test_flows_do_not_share_tokens_by_default(emu: Emulator, http: aiohttp.ClientSession) -> None:
+async def test_flows_do_not_share_tokens_by_default(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
     """An external token is unknown under signing-internal (400, field [token])."""
     _, created = await call(http, emu, "POST", "signing-external/create.json", external_body())
     status, body = await call(http, emu, "GET", f"signing-internal/{created['token']}/status.json")
     assert status == 400
-    assert body["errors"] == [{"message": "Signing with such token not found.", "error_code": 1,
-                               "field": "[token]"}]
+    assert body["errors"] == [
+        {"message": "Signing with such token not found.", "error_code": 1, "field": "[token]"}
+    ]
 
 
 async def test_add_remove_remind_update_delete(emu: Emulator, http: aiohttp.ClientSession) -> None:
@@ -193,32 +206,63 @@ async def test_add_remove_remind_update_delete(emu: Emulator, http: aiohttp.Clie
     _, created = await call(http, emu, "POST", "signing-external/create.json", external_body())
     token = created["token"]
     first = created["signers"][0]["token"]
-    status, added = await call(http, emu, "POST", f"signing-external/{token}/signers/add.json",
-                               {"signers": [{"external_id": "c", "name": "Cy", "email": "c@x.test"}],
-                                "comment": "Please sign"})
+    status, added = await call(
+        http,
+        emu,
+        "POST",
+        f"signing-external/{token}/signers/add.json",
+        {
+            "signers": [{"external_id": "c", "name": "Cy", "email": "c@x.test"}],
+            "comment": "Please sign",
+        },
+    )
     assert status == 200, added
     new = added["signers"][0]
     assert (new["name"], new["role"], new["external_id"]) == ("Cy", "signer", "c")
     assert emu.outbox[-1].message == "Please sign"
-    status, body = await call(http, emu, "POST", f"signing-external/{token}/remind.json",
-                              {"signer": new["token"], "message": "Reminder"})
+    status, body = await call(
+        http,
+        emu,
+        "POST",
+        f"signing-external/{token}/remind.json",
+        {"signer": new["token"], "message": "Reminder"},
+    )
     assert (status, body) == (200, {"status": "ok"})
     assert emu.outbox[-1].kind == "reminder"
     await emu.sign(token, first)
-    status, body = await call(http, emu, "POST", f"signing-external/{token}/remind.json",
-                              {"signer": first})
+    status, body = await call(
+        http, emu, "POST", f"signing-external/{token}/remind.json", {"signer": first}
+    )
     assert status == 400
     assert body["errors"][0]["field"] == "[signer]"
-    status, body = await call(http, emu, "POST", f"signing-external/{token}/signers/delete.json",
-                              {"signers": [{"token": first}]})
+    status, body = await call(
+        http,
+        emu,
+        "POST",
+        f"signing-external/{token}/signers/delete.json",
+        {"signers": [{"token": first}]},
+    )
     assert status == 400
     assert body["errors"][0]["field"] == "[signers][0][token]"
-    status, body = await call(http, emu, "POST", f"signing-external/{token}/signers/delete.json",
-                              {"signers": [{"token": new["token"]}]})
+    status, body = await call(
+        http,
+        emu,
+        "POST",
+        f"signing-external/{token}/signers/delete.json",
+        {"signers": [{"token": new["token"]}]},
+    )
     assert (status, body) == (200, {"status": "ok"})
-    status, body = await call(http, emu, "POST", f"signing-external/{token}/update.json",
-                              {"deadline": "2030-01-02T03:04:05Z", "hard_deadline": True,
-                               "allowed_signing_methods": ["smartid"]})
+    status, body = await call(
+        http,
+        emu,
+        "POST",
+        f"signing-external/{token}/update.json",
+        {
+            "deadline": "2030-01-02T03:04:05Z",
+            "hard_deadline": True,
+            "allowed_signing_methods": ["smartid"],
+        },
+    )
     assert (status, body) == (200, {"status": "ok"})
     _, doc = await call(http, emu, "GET", f"signing-external/{token}/status.json")
     assert doc["deadline"] == "2030-01-02T03:04:05+00:00"
@@ -233,8 +277,13 @@ async def test_hard_deadline_blocks_signing(emu: Emulator, http: aiohttp.ClientS
     """After a passed hard deadline, signing is refused with a 400 envelope."""
     from dokobit_async.testing import StateError
 
-    _, created = await call(http, emu, "POST", "signing-external/create.json",
-                            external_body(deadline="2001-01-01T00:00:00Z", hard_deadline="true"))
+    _, created = await call(
+        http,
+        emu,
+        "POST",
+        "signing-external/create.json",
+        external_body(deadline="2001-01-01T00:00:00Z", hard_deadline="true"),
+    )
     with pytest.raises(StateError) as caught:
         await emu.sign(created["token"], created["signers"][0]["token"])
     assert caught.value.errors[0].field == "[deadline]"
@@ -244,31 +293,57 @@ async def test_seal_changes_pdf(emu: Emulator, http: aiohttp.ClientSession) -> N
     """signing/{token}/seal.json applies a seal: the PDF bytes change."""
     _, created = await call(http, emu, "POST", "signing-external/create.json", external_body())
     token = created["token"]
-    status, body = await call(http, emu, "POST", f"signing/{token}/seal.json",
-                              {"custom_reason": "Approved", "annotation": {"page": 1, "top": 10,
-                                                                           "left": 20}})
+    status, body = await call(
+        http,
+        emu,
+        "POST",
+        f"signing/{token}/seal.json",
+        {"custom_reason": "Approved", "annotation": {"page": 1, "top": 10, "left": 20}},
+    )
     assert (status, body) == (200, {"status": "ok"})
     assert emu.signings[token].current[0] != PDF
 
 
 async def test_e_delivery_and_validation(emu: Emulator, http: aiohttp.ClientSession) -> None:
     """e-delivery creates recipients with outbox links; validation gives reports."""
-    status, body = await call(http, emu, "POST", "e-delivery/create.json", {
-        "type": "pdf", "name": "Letter", "files": [pdf_file()],
-        "recipients": [{"external_id": "r1", "code": "39001010000", "country_code": "LT",
-                        "email": "r@example.test"}],
-    })
+    status, body = await call(
+        http,
+        emu,
+        "POST",
+        "e-delivery/create.json",
+        {
+            "type": "pdf",
+            "name": "Letter",
+            "files": [pdf_file()],
+            "recipients": [
+                {
+                    "external_id": "r1",
+                    "code": "39001010000",
+                    "country_code": "LT",
+                    "email": "r@example.test",
+                }
+            ],
+        },
+    )
     assert status == 200, body
     recipient = body["recipients"][0]
     assert recipient["country"] == "lt"
     assert emu.outbox[-1].url.endswith(f"/delivery/{body['token']}/{recipient['token']}")
-    status, body = await call(http, emu, "POST", "validation/upload.json",
-                              {"file": {"name": "doc.pdf",
-                                        "content": base64.b64encode(PDF).decode()}})
+    status, body = await call(
+        http,
+        emu,
+        "POST",
+        "validation/upload.json",
+        {"file": {"name": "doc.pdf", "content": base64.b64encode(PDF).decode()}},
+    )
     assert status == 200, body
     params = {"access_token": emu.access_token}
-    for kind, magic in [("report-pdf", b"%PDF-"), ("detailed-report-pdf", b"%PDF-"),
-                        ("report-xml", b"<?xml"), ("diagnostic-data-xml", b"<?xml")]:
+    for kind, magic in [
+        ("report-pdf", b"%PDF-"),
+        ("detailed-report-pdf", b"%PDF-"),
+        ("report-xml", b"<?xml"),
+        ("diagnostic-data-xml", b"<?xml"),
+    ]:
         url = f"{emu.base_url}/api/validation/{body['token']}/download/{kind}"
         async with http.get(url, params=params) as response:
             assert response.status == 200
