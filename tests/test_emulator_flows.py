@@ -348,3 +348,26 @@ async def test_e_delivery_and_validation(emu: Emulator, http: aiohttp.ClientSess
         async with http.get(url, params=params) as response:
             assert response.status == 200
             assert (await response.read()).startswith(magic)
+
+
+def test_signed_pdf_incremental_update_offsets_are_consistent() -> None:
+    """Each appended update's startxref and xref entry point at the right bytes."""
+    import re
+    from datetime import datetime, timezone
+
+    from dokobit_async.testing._emu_documents import Mark, sign_pdf
+
+    when = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    data = PDF
+    assert PDF[int(re.findall(rb"startxref\s+(\d+)", PDF)[-1]) :].startswith(b"xref\n0 6\n")
+    for who in ("one", "two"):
+        previous = data
+        data = sign_pdf(data, Mark(kind="signature", who=who, time=when))
+        assert data.startswith(previous)
+        xref_at = int(re.findall(rb"startxref\s+(\d+)", data)[-1])
+        assert data[xref_at:].startswith(b"xref\n")
+        number, offset = re.match(rb"xref\n(\d+) 1\n(\d{10}) ", data[xref_at:]).groups()  # type: ignore[union-attr]
+        assert data[int(offset) :].startswith(number + b" 0 obj")
+        prev = int(re.findall(rb"/Prev (\d+)", data)[-1])
+        assert prev == int(re.findall(rb"startxref\s+(\d+)", previous)[-1])
+        assert who.encode() in data[len(previous) :]
