@@ -245,18 +245,16 @@ class DokobitClient:
 
     async def _json(self, request: sansio.Request, model: type[T]) -> T:
         """Send ``request`` and decode its JSON answer into ``model``."""
-        secret = self._token
 
         async def consume(response: aiohttp.ClientResponse) -> T:
             body = await response.read()
+            url = self._shown(request).split(" ", 1)[1]
             data = sansio.parse_json_response(
-                response.status,
-                body,
-                method=request.method,
-                url=self._shown(request).split(" ", 1)[1],
-                secret=secret,
+                response.status, body, method=request.method, url=url, secret=self._token
             )
-            return sansio.structure(data, model, status=response.status)
+            return sansio.structure(
+                data, model, status=response.status, url=url, secret=self._token
+            )
 
         return await self._send(request, consume)
 

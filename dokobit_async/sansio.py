@@ -201,6 +201,7 @@ def encode_body(
 # ------------------------------------------------------------------ URLs, secrets
 
 _TOKEN_PARAM = re.compile(r"(access_token=)[^&#\s]*", re.IGNORECASE)
+_TOKEN_PARAM_BYTES = re.compile(rb"(access_token=)[^&#\s\"]*", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -215,14 +216,22 @@ def redact_text(text: str, secret: str) -> str:
     return redact_url(text)
 
 
+def redact_bytes(body: bytes, secret: str) -> bytes:
+    """:func:`redact_text` for raw bytes (an answer that echoes the token)."""
+    if secret:
+        body = body.replace(secret.encode(), b"***")
+    return _TOKEN_PARAM_BYTES.sub(rb"\1***", body)
+
+
 def api_url(base_url: str, path: str) -> str:
     """``{base_url}{path}`` without the token (the client adds it as a parameter)."""
     return base_url.rstrip("/") + path
 
 
 def file_url_path(base_url: str, url: str) -> str | None:
-    """For a file URL on the API host, its path and query minus any ``access_token``;
-    ``None`` when the URL belongs to any other scheme, host or port."""
+    """For a file URL under ``base_url`` (same scheme, host and port, and under its
+    path), the rest of its path and its query minus any ``access_token``, ready for
+    :func:`api_url`; ``None`` for any other URL."""
     base = urlsplit(base_url)
     target = urlsplit(url if "//" in url else api_url(base_url, url))
     same = (target.scheme, target.hostname, target.port or _port(target.scheme)) == (
@@ -230,7 +239,9 @@ def file_url_path(base_url: str, url: str) -> str | None:
         base.hostname,
         base.port or _port(base.scheme),
     )
-    if not same or target.username or target.password:
+    prefix = base.path.rstrip("/")
+    path = target.path or "/"
+    if not same or target.username or target.password or not path.startswith(prefix + "/"):
         return None
     query = urlencode(
         [
@@ -239,7 +250,7 @@ def file_url_path(base_url: str, url: str) -> str | None:
             if k.lower() != "access_token"
         ]
     )
-    return urlunsplit(("", "", target.path or "/", query, ""))
+    return urlunsplit(("", "", path[len(prefix) :], query, ""))
 
 
 def _port(scheme: str) -> int | None:
@@ -319,7 +330,12 @@ def error_from_response(
     secret: str = "",
 ) -> APIError:
     """The error for an error answer: by HTTP status, or for a 2xx with an error body
-    by the envelope's ``code``/``error_code`` when it is an HTTP status."""
+    by the envelope's ``code``/``error_code`` when it is an HTTP status.
+
+    The body is redacted before anything is read from it, so neither the message, the
+    field errors nor ``body`` can carry the secret even if the server echoed it.
+    """
+    body = redact_bytes(body, secret)
     decoded = _decode_json(body)
     envelope: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
     code = _int_or_none(envelope.get("error_code", envelope.get("code")))
@@ -388,14 +404,18 @@ def looks_like_error_envelope(head: bytes) -> bool:
     return head.lstrip()[:1] == b"{"
 
 
-def structure(data: Mapping[str, Any], cls: type[T], *, status: int = 200) -> T:
+def structure(
+    data: Mapping[str, Any], cls: type[T], *, status: int = 200, url: str = "", secret: str = ""
+) -> T:
     """Decode ``data`` into ``cls``; a shape we cannot read is a :class:`DecodeError`."""
     try:
         return _convert.structure(data, cls)
     except (TypeError, ValueError, KeyError, AttributeError, BaseValidationError) as exc:
-        short = excerpt(json.dumps(data, default=str).encode())
-        raise DecodeError(
-            f"unexpected {cls.__name__} answer ({type(exc).__name__}): {short!r}",
-            status=status,
-            excerpt=short,
-        ) from None
+        problem = type(exc).__name__
+    short = excerpt(json.dumps(data, default=str).encode(), secret)
+    raise DecodeError(
+        f"unexpected {cls.__name__} answer from {url or 'the API'} ({problem}): {short!r}",
+        status=status,
+        excerpt=short,
+        url=url,
+    )

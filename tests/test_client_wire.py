@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import inspect
 import io
 import json
 import random
@@ -21,9 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl
 
-import aiohttp
 import pytest
-from aioresponses import aioresponses
 from yarl import URL
 
 from dokobit_async import (
@@ -64,24 +61,6 @@ SIGNED_FILE = b"%PDF-1.7 signed " + random.Random(7).randbytes(100_000)
 
 
 # ------------------------------------------------------------------ test plumbing
-
-
-class _Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without the ``stream_writer`` argument that
-    aiohttp 3.14 requires (pnuckowski/aioresponses#289); supply a stand-in."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any):
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture
-def mocked(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """An ``aioresponses`` mock that works with the installed aiohttp."""
-    if "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
-        monkeypatch.setattr("aioresponses.core.ClientResponse", _Response)
-    with aioresponses() as mock:
-        yield mock
 
 
 @pytest.fixture(params=["form", "json"])
@@ -1025,11 +1004,13 @@ async def test_download_file_refuses_foreign_urls_and_sends_nothing(
 
 async def test_download_file_under_base_url_with_path_prefix(mocked: Any) -> None:
     """With a ``base_url`` that has a path (a proxy prefix), a file URL under it is
-    fetched as given, not with the prefix doubled."""
+    fetched as given, not with the prefix doubled; a URL outside the prefix is refused."""
     base = "https://gw.example.com/dokobit"
     mocked.get(re.compile(r"^https://gw\.example\.com/.*"), body=b"%PDF-x")
     async with DokobitClient(TOKEN, base_url=base, rate_limit=None) as dokobit:
         await dokobit.download_file(f"{base}/api/signing/SIG1/files/9")
+        with pytest.raises(ForeignURLError):  # same host, outside the prefix
+            await dokobit.download_file("https://gw.example.com/other/api/f")
 
     _, url, _ = only_request(mocked)
     assert url.raw_path == "/dokobit/api/signing/SIG1/files/9"

@@ -7,19 +7,17 @@ import bisect
 import logging
 
 import pytest
+from _clock import run_virtual
 
 from dokobit_async import DokobitClient, RateLimit
 from dokobit_async.ratelimit import limiter_for
-
-from _clock import run_virtual
 
 
 def max_in_any_window(times: list[float], period: float) -> int:
     """The most start times in any half-open window ``[t, t + period)``."""
     ordered = sorted(times)
     return max(
-        bisect.bisect_left(ordered, start + period) - index
-        for index, start in enumerate(ordered)
+        bisect.bisect_left(ordered, start + period) - index for index, start in enumerate(ordered)
     )
 
 
