@@ -30,7 +30,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from .exceptions import InvalidArgumentError
 from .models import SigningFile
-from .sansio import FORM, Base64Content, Segment
+from .sansio import FORM, Segment
 
 CHUNK = 3 * 64 * 1024  # 192 KiB raw -> 256 KiB of base64 per write
 _HEAD = 16
@@ -48,6 +48,7 @@ class PreparedFile:
     escapes: int
     path: Path | None = None
     data: bytes | None = attrs.field(default=None, repr=False)
+    on_progress: Callable[[int, int], object] | None = attrs.field(default=None, repr=False)
 
     @property
     def b64_size(self) -> int:
@@ -91,6 +92,7 @@ class _Digest:
 
     def result(self, file: SigningFile, **where: Any) -> PreparedFile:
         return PreparedFile(
+            on_progress=file.on_progress,
             name=file.name,
             digest=self.sha.hexdigest(),
             head=self.head,
@@ -184,13 +186,17 @@ class StreamingBody(payload.Payload):
                 yield segment
                 continue
             source: PreparedFile = segment.source
+            sent = 0
             async for chunk in source.chunks():
+                sent += len(chunk)
                 encoded = base64.b64encode(chunk)
                 if self._encoding == FORM:
                     encoded = (
                         encoded.replace(b"+", b"%2B").replace(b"/", b"%2F").replace(b"=", b"%3D")
                     )
                 yield encoded
+                if source.on_progress is not None:
+                    source.on_progress(sent, source.size)
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         async for chunk in self._iter():
@@ -207,12 +213,6 @@ class StreamingBody(payload.Payload):
     async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         """The whole body (for tests and small bodies)."""
         return b"".join([chunk async for chunk in self._iter()])
-
-
-def content_of(segment: Base64Content) -> PreparedFile:
-    """The prepared file behind a placeholder (typed accessor)."""
-    source: PreparedFile = segment.source
-    return source
 
 
 # ------------------------------------------------------------------ downloads

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -161,6 +161,10 @@ class SigningFile:
     path: Path | None = None
     data: bytes | None = attrs.field(default=None, repr=False)
     stream: AsyncIterable[bytes] | None = attrs.field(default=None, repr=False)
+    on_progress: Callable[[int, int], object] | None = attrs.field(
+        default=None, repr=False, eq=False
+    )
+    """Called as ``on_progress(sent, total)`` (raw bytes) while the file is sent."""
 
     def __attrs_post_init__(self) -> None:
         _require_text("SigningFile.name", self.name)
@@ -169,22 +173,36 @@ class SigningFile:
             raise InvalidArgumentError("SigningFile needs exactly one of path, data, stream")
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], *, name: str | None = None) -> SigningFile:
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        on_progress: Callable[[int, int], object] | None = None,
+    ) -> SigningFile:
         """A file on disk; ``name`` defaults to the file's own name."""
         resolved = Path(path)
         if not resolved.is_file():
             raise InvalidArgumentError(f"not a readable file: {resolved}")
-        return cls(name=name or resolved.name, path=resolved)
+        return cls(name=name or resolved.name, path=resolved, on_progress=on_progress)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, name: str) -> SigningFile:
+    def from_bytes(
+        cls, data: bytes, *, name: str, on_progress: Callable[[int, int], object] | None = None
+    ) -> SigningFile:
         """Content already in memory."""
-        return cls(name=name, data=bytes(data))
+        return cls(name=name, data=bytes(data), on_progress=on_progress)
 
     @classmethod
-    def from_stream(cls, stream: AsyncIterable[bytes], *, name: str) -> SigningFile:
+    def from_stream(
+        cls,
+        stream: AsyncIterable[bytes],
+        *,
+        name: str,
+        on_progress: Callable[[int, int], object] | None = None,
+    ) -> SigningFile:
         """An async iterable of byte chunks (e.g. an upload being received)."""
-        return cls(name=name, stream=stream)
+        return cls(name=name, stream=stream, on_progress=on_progress)
 
 
 @attrs.frozen(kw_only=True)
