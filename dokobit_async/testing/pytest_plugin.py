@@ -21,7 +21,7 @@ import pytest
 try:  # async fixtures work in pytest-asyncio's strict mode too
     from pytest_asyncio import fixture as async_fixture
 except ImportError:  # pragma: no cover - another async plugin runs the fixtures
-    async_fixture = pytest.fixture
+    async_fixture = pytest.fixture  # type: ignore[assignment]
 
 from ..client import DokobitClient
 from ..ratelimit import RateLimit
