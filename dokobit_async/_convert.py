@@ -26,36 +26,38 @@ T = TypeVar("T")
 converter = cattrs.Converter()
 
 
+Hook = Callable[[Any, Any], Any]
+
+
+def _without_none(tp: Any) -> Any:
+    """``X`` for ``X | None``; ``tp`` itself otherwise (``None`` values never reach
+    the hooks: a ``null`` field takes its default)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = tuple(a for a in typing.get_args(tp) if a is not type(None))
+        if len(args) == 1:
+            return args[0]
+        return typing.Union[args]  # noqa: UP007 - built from a runtime tuple
+    return tp
+
+
 def _open_enum_of(tp: Any) -> type[enum.Enum] | None:
-    """The enum class of an ``Enum | str`` (or ``Enum | str | None``) annotation."""
+    """The enum class of an ``Enum | str`` annotation."""
     if typing.get_origin(tp) not in (typing.Union, types.UnionType):
         return None
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    args = typing.get_args(tp)
     enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
     if len(enums) == 1 and str in args and len(args) == 2:
         return enums[0]
     return None
 
 
-def _structure_open_enum(value: Any, tp: Any) -> Any:
-    if value is None:
-        return None
-    enum_cls = _open_enum_of(tp)
-    assert enum_cls is not None
-    text = str(value)
-    try:
-        return enum_cls(text)
-    except ValueError:
-        return text
-
-
-def _structure_str(value: Any, _: Any) -> str:
+def _structure_str(value: Any, _: Any = None) -> str:
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     raise TypeError(f"expected text, got {type(value).__name__}")
 
 
-def parse_datetime(value: Any) -> datetime | None:
+def parse_datetime(value: Any, _: Any = None) -> datetime | None:
     """ISO-8601 (``Z`` allowed) or ``YYYY-MM-DD HH:MM:SS``; naive results are UTC."""
     if not isinstance(value, str) or not value.strip():
         return None
@@ -69,60 +71,68 @@ def parse_datetime(value: Any) -> datetime | None:
     return parsed
 
 
-def _is_optional_datetime(tp: Any) -> bool:
-    return tp is datetime or (
-        typing.get_origin(tp) in (typing.Union, types.UnionType)
-        and datetime in typing.get_args(tp)
-    )
+@cache
+def _hook(tp: Any) -> Hook:
+    """The structuring function for one field type, resolved once per type."""
+    tp = _without_none(tp)
+    enum_cls = _open_enum_of(tp)
+    if enum_cls is not None:
+        known = {member.value: member for member in enum_cls}
+
+        def open_enum(value: Any, _: Any = None) -> Any:
+            text = _structure_str(value)
+            return known.get(text, text)
+
+        return open_enum
+    if tp is str:
+        return _structure_str
+    if tp is datetime:
+        return parse_datetime
+    if typing.get_origin(tp) is tuple:
+        item_hook = _hook(typing.get_args(tp)[0])
+
+        def many(value: Any, _: Any = None) -> tuple[Any, ...]:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            return tuple(item_hook(item, None) for item in value)
+
+        return many
+    if _is_response_model(tp):
+        return _model_structurer(tp)
+    return converter.get_structure_hook(tp)
+
+
+@cache
+def _model_structurer(cls: type[Any]) -> Hook:
+    attrs.resolve_types(cls)
+    fields = [(f.name, _hook(f.type)) for f in attrs.fields(cls) if f.name != "raw"]
+
+    def structure(data: Any, _: Any = None) -> Any:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+        kwargs = {}
+        for name, hook in fields:
+            value = data.get(name)
+            if value is None:
+                continue
+            # the common case, text where text is expected, skips the call (hot path)
+            if hook is _structure_str and type(value) is str:
+                kwargs[name] = value
+            else:
+                kwargs[name] = hook(value, None)
+        raw = data if type(data) is dict else dict(data)
+        return cls(**kwargs, raw=MappingProxyType(raw))
+
+    return structure
 
 
 def _is_response_model(tp: Any) -> bool:
     return isinstance(tp, type) and attrs.has(tp) and "raw" in attrs.fields_dict(tp)
 
 
-@cache
-def _model_structurer(cls: type[Any]) -> Callable[[Any, Any], Any]:
-    attrs.resolve_types(cls)
-    fields = [(f.name, f.type) for f in attrs.fields(cls) if f.name != "raw"]
-
-    def structure(data: Any, _: Any) -> Any:
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
-        kwargs = {
-            name: converter.structure(data[name], tp)
-            for name, tp in fields
-            if data.get(name) is not None
-        }
-        return cls(**kwargs, raw=MappingProxyType(dict(data)))
-
-    return structure
-
-
-def _is_tuple(tp: Any) -> bool:
-    origin: Any = typing.get_origin(tp)
-    return origin is tuple
-
-
-def _structure_tuple(value: Any, tp: Any) -> tuple[Any, ...]:
-    (item_type, _ellipsis) = typing.get_args(tp)
-    if value is None:
-        return ()
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"expected a list, got {type(value).__name__}")
-    return tuple(converter.structure(item, item_type) for item in value)
-
-
-converter.register_structure_hook_func(
-    lambda tp: _open_enum_of(tp) is not None, _structure_open_enum
-)
-converter.register_structure_hook(str, _structure_str)
-converter.register_structure_hook_func(
-    _is_optional_datetime, lambda value, _: parse_datetime(value)
-)
-converter.register_structure_hook_func(_is_tuple, _structure_tuple)
 converter.register_structure_hook_factory(_is_response_model, _model_structurer)
 
 
 def structure(data: Any, cls: type[T]) -> T:
-    """Structure a decoded JSON object into ``cls`` with our converter."""
+    """Structure a decoded JSON object into the response model ``cls``."""
     return converter.structure(data, cls)

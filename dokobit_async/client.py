@@ -292,16 +292,15 @@ class DokobitClient:
         consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
     ) -> T:
         session = self._get_session()
-        files = request.files
-        async with prepared_files(files) as prepared:
+        if request.fields is None:
+            return await self._attempts(session, request, None, consume)
+        async with prepared_files(request.files) as prepared:
             sansio.check_pdf_files(request, prepared)
-            body = None
-            if request.fields is not None:
-                body = StreamingBody(
-                    sansio.encode_body(request, self.body_encoding, prepared),
-                    encoding=self.body_encoding,
-                    content_type=sansio.CONTENT_TYPES[self.body_encoding],
-                )
+            body = StreamingBody(
+                sansio.encode_body(request, self.body_encoding, prepared),
+                encoding=self.body_encoding,
+                content_type=sansio.CONTENT_TYPES[self.body_encoding],
+            )
             return await self._attempts(session, request, body, consume)
 
     async def _attempts(
