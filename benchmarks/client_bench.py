@@ -114,30 +114,32 @@ async def overhead(base: str, calls: int, rounds: int) -> None:
 
     url = f"{base}/api/signing-external/ABC/status.json"
     token = "bench-token"
-    async with aiohttp.ClientSession() as session:
-        async with DokobitClient(
+    async with (
+        aiohttp.ClientSession() as session,
+        DokobitClient(
             token, base_url=base, session=session, rate_limit=RateLimit(calls=10**9, period=1.0)
-        ) as client:
+        ) as client,
+    ):
 
-            async def bare() -> None:
-                async with session.get(url, params={"access_token": token}) as response:
-                    await response.json()
+        async def bare() -> None:
+            async with session.get(url, params={"access_token": token}) as response:
+                await response.json()
 
-            async def ours() -> None:
-                await client.external.status("ABC")
+        async def ours() -> None:
+            await client.external.status("ABC")
 
-            for fn in (bare, ours):  # warm up connections and code paths
-                for _ in range(200):
+        for fn in (bare, ours):  # warm up connections and code paths
+            for _ in range(200):
+                await fn()
+        wall: dict[str, list[float]] = {"bare": [], "client": []}
+        cpu: dict[str, list[float]] = {"bare": [], "client": []}
+        for _ in range(rounds):
+            for name, fn in (("bare", bare), ("client", ours)):
+                t0, c0 = time.perf_counter(), time.process_time()
+                for _ in range(calls):
                     await fn()
-            wall: dict[str, list[float]] = {"bare": [], "client": []}
-            cpu: dict[str, list[float]] = {"bare": [], "client": []}
-            for _ in range(rounds):
-                for name, fn in (("bare", bare), ("client", ours)):
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    for _ in range(calls):
-                        await fn()
-                    wall[name].append((time.perf_counter() - t0) / calls)
-                    cpu[name].append((time.process_time() - c0) / calls)
+                wall[name].append((time.perf_counter() - t0) / calls)
+                cpu[name].append((time.process_time() - c0) / calls)
     w_bare, w_ours = statistics.median(wall["bare"]), statistics.median(wall["client"])
     c_bare, c_ours = statistics.median(cpu["bare"]), statistics.median(cpu["client"])
     print(f"(a) status call, {rounds} rounds x {calls} calls, medians:")
