@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import inspect
 import os
+import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
@@ -236,11 +237,9 @@ async def write_chunks(chunks: AsyncIterator[bytes], dest: Dest) -> bytes | Path
 
 
 async def _write_path(path: Path, chunks: AsyncIterator[bytes]) -> Path:
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
-    temp = Path(temp_name)
+    temp = _temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with temp.open("wb") as out:
             async for chunk in chunks:
                 # small sequential writes land in the page cache; fsync goes to a thread
                 out.write(chunk)
@@ -251,3 +250,16 @@ async def _write_path(path: Path, chunks: AsyncIterator[bytes]) -> Path:
         _unlink(temp)
         raise
     return path
+
+
+def _temp_beside(path: Path) -> Path:
+    """A new, empty file next to ``path``, created with the usual mode (0666 less the
+    umask, like any new file; ``mkstemp`` would make it 0600)."""
+    for _ in range(100):
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
+        try:
+            os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return temp
+    raise FileExistsError(f"cannot create a temporary file beside {path}")

@@ -15,6 +15,7 @@ auto mode, or ``@pytest.mark.asyncio``). Override ``dokobit_emulator_config`` in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,10 +24,13 @@ try:  # async fixtures work in pytest-asyncio's strict mode too
 except ImportError:  # pragma: no cover - another async plugin runs the fixtures
     async_fixture = pytest.fixture  # type: ignore[assignment]
 
-from ..client import DokobitClient
-from ..ratelimit import RateLimit
-from ._emu_config import EmulatorConfig
-from .emulator import Emulator
+if TYPE_CHECKING:
+    from .client import DokobitClient
+    from .testing import Emulator, EmulatorConfig
+
+# The package is imported inside the fixtures, not here: pytest loads this plugin
+# before coverage measurement starts, and a test run that never uses the fixtures
+# should not pay for importing aiohttp.
 
 __all__ = ["dokobit_client", "dokobit_emulator", "dokobit_emulator_config"]
 
@@ -34,12 +38,16 @@ __all__ = ["dokobit_client", "dokobit_emulator", "dokobit_emulator_config"]
 @pytest.fixture
 def dokobit_emulator_config() -> EmulatorConfig:
     """The emulator's settings: postback retries scaled to milliseconds."""
+    from .testing import EmulatorConfig
+
     return EmulatorConfig(time_scale=0.0001)
 
 
 @async_fixture
 async def dokobit_emulator(dokobit_emulator_config: EmulatorConfig) -> AsyncIterator[Emulator]:
     """A running :class:`~dokobit_async.testing.Emulator` on 127.0.0.1."""
+    from .testing import Emulator
+
     async with Emulator(config=dokobit_emulator_config) as emulator:
         yield emulator
 
@@ -48,6 +56,8 @@ async def dokobit_emulator(dokobit_emulator_config: EmulatorConfig) -> AsyncIter
 async def dokobit_client(dokobit_emulator: Emulator) -> AsyncIterator[DokobitClient]:
     """A :class:`~dokobit_async.DokobitClient` pointed at ``dokobit_emulator``, with a
     rate limit generous enough never to slow a test down."""
+    from . import DokobitClient, RateLimit
+
     async with DokobitClient(
         dokobit_emulator.access_token,
         base_url=dokobit_emulator.base_url,

@@ -1,0 +1,58 @@
+"""Every example runs as it is, against the emulator, on a machine with no account."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize(
+    ("script", "output"),
+    [
+        ("external_signing.py", "signed-agreement.pdf"),
+        ("internal_signing.py", "signed-contract.pdf"),
+    ],
+)
+def test_example_runs_against_the_emulator_and_saves_a_signed_pdf(
+    tmp_path: Path, script: str, output: str
+) -> None:
+    """With no DOKOBIT_* variables set, the example completes a signing on the
+    emulator and writes the signed PDF to the working directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "status: completed" in result.stdout
+    signed = tmp_path / output
+    assert signed.read_bytes().startswith(b"%PDF-")
+    assert f"signed file saved to {output}" in result.stdout
+
+
+def test_example_refuses_half_a_configuration(tmp_path: Path) -> None:
+    """A base URL without a token (or the reverse) is a clear error, not a guess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
+    env["DOKOBIT_BASE_URL"] = "https://beta.dokobit.com"
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "external_signing.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "set both DOKOBIT_BASE_URL and DOKOBIT_ACCESS_TOKEN" in result.stderr
