@@ -1,0 +1,217 @@
+"""Terminal output of the ``dokobit-async`` command: the progress bar, file names and
+atomic saving of downloads.
+
+The progress bar draws on stderr only when stderr is a terminal, so pipes, logs and
+CI output stay clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mimetypes
+import re
+import sys
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TextIO
+
+from ._payload import write_chunks
+
+__all__ = ["CliError", "Progress", "default_name", "human_size", "safe_filename", "save"]
+
+_BAR_WIDTH = 24
+_LABEL_WIDTH = 32
+_EXTENSIONS = {
+    "application/pdf": "pdf",
+    "application/vnd.etsi.asic-e+zip": "asice",
+    "application/vnd.etsi.asic-s+zip": "asics",
+    "application/vnd.lt.archyvai.adoc-2008": "adoc",
+    "application/zip": "zip",
+    "application/xml": "xml",
+    "text/xml": "xml",
+}
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:]")
+
+
+class CliError(Exception):
+    """An error the command reports as one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def human_size(size: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # closed or replaced streams
+        return False
+
+
+class Progress:
+    """A one-line progress bar redrawn in place with ``\\r`` on a terminal.
+
+    ``update(done, total)`` may be called as often as bytes move: it redraws at most
+    every ``interval`` seconds, plus the final state. When the stream is not a
+    terminal nothing is ever written.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        stream: TextIO | None = None,
+        interval: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = _isatty(self.stream)
+        if len(label) > _LABEL_WIDTH:
+            label = label[: _LABEL_WIDTH - 1] + "…"
+        self.label = label
+        self.interval = interval
+        self._clock = clock
+        self._last_draw: float | None = None
+        self._last_state: tuple[int, int | None] | None = None
+        self._width = 0
+
+    def update(self, done: int, total: int | None = None) -> None:
+        """Record progress; redraw if the last redraw is old enough or it is done."""
+        if not self.enabled:
+            return
+        now = self._clock()
+        finished = total is not None and done >= total
+        recent = self._last_draw is not None and now - self._last_draw < self.interval
+        if recent and not finished:
+            self._last_state = (done, total)
+            return
+        self._draw(done, total)
+        self._last_draw = now
+
+    def _draw(self, done: int, total: int | None) -> None:
+        self._last_state = None
+        if total:
+            share = min(max(done / total, 0.0), 1.0)
+            filled = int(share * _BAR_WIDTH)
+            bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
+            text = f"{self.label} [{bar}] {share:4.0%} {human_size(done)}/{human_size(total)}"
+        else:
+            text = f"{self.label} {human_size(done)}"
+        padding = " " * max(0, self._width - len(text))
+        self._width = len(text)
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.write(f"\r{text}{padding}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Draw the last state if a redraw was skipped, and end the line."""
+        if not self.enabled or self._last_draw is None:
+            return
+        if self._last_state is not None:
+            self._draw(*self._last_state)
+        self._last_draw = None
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def safe_filename(name: str | None) -> str | None:
+    """A server-suggested file name reduced to a plain name in the current directory,
+    or ``None`` when nothing safe is left (no paths, no hidden files, no controls)."""
+    if not name:
+        return None
+    name = _UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    if not name or name.startswith(".") or name.strip("_") == "":
+        return None
+    return name
+
+
+def default_name(
+    suggested: str | None, content_type: str | None, stem: str, *, fallback_ext: str = "bin"
+) -> str:
+    """Where a download goes when no ``-o`` is given: the server's file name if it is
+    safe and free, else ``{stem}.{ext}`` (the extension from the content type).
+
+    The server's name of an unsigned PDF is the uploaded file's own name, so taking
+    the second choice when the first exists keeps the original from being replaced.
+    """
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    ext = _EXTENSIONS.get(mime) or (mimetypes.guess_extension(mime) or "").lstrip(".")
+    fallback = f"{_UNSAFE.sub('_', stem) or 'download'}.{ext or fallback_ext}"
+    name = safe_filename(suggested)
+    if name is not None and not Path(name).exists():
+        return name
+    return fallback
+
+
+async def save(
+    chunks: AsyncIterable[bytes],
+    dest: str,
+    *,
+    total: int | None,
+    label: str,
+    overwrite: bool,
+) -> int:
+    """Write ``chunks`` to ``dest`` (``-`` is stdout) with a progress bar; returns the
+    number of bytes. A file is written to a temporary name and renamed at the end, so
+    a failed download leaves nothing behind. Without ``overwrite`` an existing file
+    is an error."""
+    with Progress(label) as progress:
+        counter = _Counter(progress, total)
+        if dest == "-":
+            if _isatty(sys.stdout):
+                raise CliError("not writing a binary file to a terminal; redirect stdout", 2)
+            await write_chunks(counter.count(chunks), sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            # the library writes the file atomically (temporary file, then rename)
+            await write_chunks(counter.count(chunks), _check_dest(dest, overwrite=overwrite))
+        return counter.done
+
+
+def _check_dest(dest: str, *, overwrite: bool) -> Path:
+    path = Path(dest)
+    if path.is_dir():
+        raise CliError(f"{dest} is a directory; pass -o with a file name", code=2)
+    if not overwrite and path.exists():
+        raise CliError(f"{dest} already exists; pass -o FILE to choose where to write")
+    return path
+
+
+class _Counter:
+    """Counts the bytes passing through and keeps the progress bar up to date."""
+
+    def __init__(self, progress: Progress, total: int | None):
+        self.progress = progress
+        self.total = total
+        self.done = 0
+
+    async def count(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        self.progress.update(0, self.total)
+        async for chunk in chunks:
+            yield chunk
+            self.done += len(chunk)
+            self.progress.update(self.done, self.total)
+        self.progress.update(self.done, self.done if self.total is None else self.total)
