@@ -228,7 +228,13 @@ class DokobitClient:
         if self._closed:
             raise ClientClosedError("this DokobitClient is closed")
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._client_timeout)
+            session = aiohttp.ClientSession(timeout=self._client_timeout)
+            # aiohttp resends an idempotent request by itself, once, when a reused
+            # keep-alive connection turns out closed; that resend would bypass the rate
+            # limit and the retry policy, so our own session leaves retrying to us
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
+            self._session = session
         return self._session
 
     def _get_limiter(self) -> SharedLimiter | None:

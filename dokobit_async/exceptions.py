@@ -5,7 +5,11 @@ One root, structured attributes, builtin mix-ins where they fit::
     DokobitError
     ├── InvalidArgumentError (ValueError)      bad input, raised before any request
     │   └── ForeignURLError                    download_file() refused a URL's host
+    ├── InvalidPostbackError (ValueError)      a request body that is not a postback
     ├── ClientClosedError (RuntimeError)       the client was used after aclose()
+    ├── InboxError                             the postback inbox failed
+    │   ├── InboxClosedError (RuntimeError)    used before open() or after close()
+    │   └── EventNotFoundError (LookupError)   no event with that id
     ├── TransportError                         the request did not get a usable answer
     │   ├── ConnectError (ConnectionError)     could not connect; nothing was sent
     │   ├── RequestTimeoutError (TimeoutError) connect or read timed out
@@ -38,9 +42,13 @@ __all__ = [
     "ConnectError",
     "DecodeError",
     "DokobitError",
+    "EventNotFoundError",
     "FieldError",
     "ForeignURLError",
+    "InboxClosedError",
+    "InboxError",
     "InvalidArgumentError",
+    "InvalidPostbackError",
     "NotFoundError",
     "OutcomeUnknownError",
     "RateLimitedError",
@@ -66,8 +74,32 @@ class ForeignURLError(InvalidArgumentError):
     """
 
 
+class InvalidPostbackError(DokobitError, ValueError):
+    """A body sent to the postback receiver is not a postback; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ClientClosedError(DokobitError, RuntimeError):
     """The client was used after :meth:`~dokobit_async.DokobitClient.aclose`."""
+
+
+class InboxError(DokobitError):
+    """The inbox cannot do what was asked (storage error, unusable database file)."""
+
+
+class InboxClosedError(InboxError, RuntimeError):
+    """The inbox was used before :meth:`~Inbox.open` or after :meth:`~Inbox.close`."""
+
+
+class EventNotFoundError(InboxError, LookupError):
+    """No event with this id is in the inbox (never added, or purged)."""
+
+    def __init__(self, id: str):
+        super().__init__(f"no event with id {id!r} in the inbox")
+        self.id = id
 
 
 class TransportError(DokobitError):

@@ -93,6 +93,10 @@ class SharedLimiter:
 
     async def acquire(self) -> None:
         """Wait until one more request may start, and count it."""
+        # sit out a 429 pause *before* taking bucket capacity: requests that queued in
+        # the bucket during the pause would otherwise all start the moment it ends
+        while (wait := self._paused_until - self._loop.time()) > 0:  # noqa: ASYNC110 - a moving deadline
+            await asyncio.sleep(wait)
         await self._bucket.acquire()
         window, limit = self.config.period, self.config.calls
         while True:

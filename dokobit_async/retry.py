@@ -4,9 +4,9 @@ What may be retried (see the issue and ``OutcomeUnknownError``):
 
 * the request never left (connection refused, connect timeout): every call;
 * 429 Too Many Requests: every call (the API refused it, so nothing happened);
-* a read timeout, a dropped connection, 502/503/504: idempotent calls only (status,
-  downloads, reports, update, delete). A write whose answer was lost is never resent
-  blindly: it could create a second signing.
+* a read timeout, a dropped connection, 500/502/503/504: idempotent calls only
+  (status, downloads, reports, update, delete). A write whose answer was lost, or
+  that failed with a 5xx, is never resent blindly: it could create a second signing.
 
 Delays are exponential with full jitter, capped per sleep, and the whole call has a
 deadline. A server-given ``Retry-After`` is honoured as long as it fits the deadline.
@@ -28,7 +28,7 @@ class Outcome(enum.Enum):
     NOT_SENT = "not sent"  #: connecting failed; the request never left
     LOST = "lost"  #: sent, but the answer never arrived (timeout, dropped)
     RATE_LIMITED = "rate limited"  #: HTTP 429
-    UNAVAILABLE = "unavailable"  #: HTTP 502, 503 or 504
+    UNAVAILABLE = "unavailable"  #: HTTP 500, 502, 503 or 504
     FINAL = "final"  #: anything else: an answer that retrying will not change
 
 
@@ -40,7 +40,7 @@ def outcome_of_status(status: int) -> Outcome:
     """The :class:`Outcome` of an error HTTP status."""
     if status == 429:
         return Outcome.RATE_LIMITED
-    if status in (502, 503, 504):
+    if status in (500, 502, 503, 504):
         return Outcome.UNAVAILABLE
     return Outcome.FINAL
 

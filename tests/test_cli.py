@@ -7,7 +7,6 @@ console script and ``python -m dokobit_async`` in subprocesses.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -18,45 +17,22 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
 import pytest
+from _emulator_thread import EmulatorThread
 
 from dokobit_async import _cli_commands
 from dokobit_async._cli_output import Progress, default_name, safe_filename
 from dokobit_async.cli import main
-from dokobit_async.testing import Emulator, EmulatorConfig, make_pdf
+from dokobit_async.testing import make_pdf
 
 T = TypeVar("T")
 PDF = make_pdf(["Contract"])
 WAIT = 15.0  # seconds: the bound on every wait in this module
 SIGNER = "external_id=u1,email=jonas@example.lt,name=Jonas,surname=Jonaitis"
-
-
-class EmulatorThread:
-    """An :class:`Emulator` serving from its own event loop in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        self.emulator = Emulator(config=EmulatorConfig(time_scale=0.0001))
-        self.call(self.emulator.start())
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the emulator's loop and wait (bounded) for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=WAIT)
-
-    def close(self) -> None:
-        try:
-            self.call(self.emulator.close())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=WAIT)
-            self.loop.close()
 
 
 @pytest.fixture
@@ -431,7 +407,7 @@ def _lines(stream: IO[str]) -> queue.Queue[str]:
         for line in stream:
             lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    __import__("threading").Thread(target=pump, daemon=True).start()
     return lines
 
 

@@ -45,7 +45,7 @@ def test_which_outcomes_are_retried(outcome: Outcome, idempotent: bool, retried:
     ],
 )
 def test_http_statuses_map_to_outcomes(status: int, outcome: Outcome) -> None:
-    """500 is not retried (the server may have acted); 502/503/504 are, if idempotent."""
+    """5xx may be retried (for idempotent calls only, see above); 4xx never."""
     assert outcome_of_status(status) is outcome
 
 

@@ -13,6 +13,7 @@ import hmac
 import math
 import random
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
@@ -89,7 +90,12 @@ class Guard:
         )
 
     def _record(
-        self, request: web.Request, operation: str, status: int | None, fault: str | None
+        self,
+        request: web.Request,
+        operation: str,
+        status: int | None,
+        fault: str | None,
+        arrived: datetime,
     ) -> None:
         self.requests.append(
             RequestRecord(
@@ -98,7 +104,7 @@ class Guard:
                 operation=operation,
                 status=status,
                 fault=fault,
-                time=utcnow(),
+                time=arrived,
             )
         )
 
@@ -112,6 +118,7 @@ class Guard:
                 if exc.status < 400:
                     raise
                 return error_response(exc.status, _REASONS.get(exc.status, exc.reason))
+        arrived = utcnow()  # the record's time is the arrival, not the answer
         operation = self.operations.get(request.match_info.route, "unknown")
         fault: FaultKind | None = None
         response: web.StreamResponse | None = None
@@ -120,7 +127,7 @@ class Guard:
         finally:
             dropped = fault in (FaultKind.DROP_BEFORE, FaultKind.DROP_AFTER)
             status = response.status if response is not None and not dropped else None
-            self._record(request, operation, status, fault.value if fault else None)
+            self._record(request, operation, status, fault.value if fault else None, arrived)
         if fault is FaultKind.DROP_AFTER and request.transport is not None:
             request.transport.abort()
         return response

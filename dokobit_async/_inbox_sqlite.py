@@ -1,0 +1,430 @@
+"""The SQLite inbox: :class:`SQLiteInbox` and the synchronous store behind it.
+
+:class:`_Store` holds the SQL and runs only on the inbox's single worker thread, which
+owns the connection. The connection is in autocommit mode (``isolation_level=None``):
+each read is its own short read transaction and each write is an explicit
+``BEGIN IMMEDIATE`` ... ``COMMIT``. ``IMMEDIATE`` takes the write lock up front, so a
+writer in another process (the CLI) makes us wait up to :data:`BUSY_TIMEOUT_MS` rather
+than fail with "database is locked" on a read-to-write upgrade.
+
+Durability and group commit are described in :mod:`dokobit_async.inbox`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import os
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from .exceptions import InvalidArgumentError
+from .inbox import (
+    EventNotFoundError,
+    InboxClosedError,
+    InboxError,
+    InboxState,
+    StoredEvent,
+    _check_limit,
+    _check_state,
+    _Lifecycle,
+    _new_row,
+)
+
+__all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SQLiteInbox"]
+
+SCHEMA_VERSION = 1
+"""The ``PRAGMA user_version`` that this code creates and understands."""
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long a statement waits for another connection's lock before failing."""
+
+_T = TypeVar("_T")
+_Row = tuple[Any, ...]
+_NewRow = tuple[str, str, str, bytes, str, float]
+_FIELDS = [field.name for field in attrs.fields(StoredEvent)]
+_SELECT = (  # the columns in StoredEvent's field order
+    "SELECT id, seq, signing_token, action, body, content_type, received_at, state,"
+    " attempts, next_attempt_at, last_error, handlers_done FROM events"
+)
+_INSERT = (
+    "INSERT INTO events (id, signing_token, action, body, content_type, received_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+# _MIGRATIONS[v] upgrades a database from user_version v to v + 1. AUTOINCREMENT: seq
+# is never reused, so arrival order stays strictly increasing even after a purge.
+# handlers_done is a JSON array: one row per event, read and written with the event.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            signing_token TEXT NOT NULL,
+            action TEXT NOT NULL,
+            body BLOB NOT NULL,
+            content_type TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending'
+                CHECK (state IN ('pending', 'done', 'dead', 'unconfirmed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            last_error TEXT,
+            handlers_done TEXT NOT NULL DEFAULT '[]'
+        )""",
+        "CREATE INDEX events_state_seq ON events (state, seq)",
+    ),
+)
+
+
+class _StoreError(Exception):
+    """The database file cannot be used (wrong journal mode, newer schema)."""
+
+
+class _Store:
+    """The events table behind one connection; used from one thread only."""
+
+    def __init__(self, path: str, *, synchronous: str):
+        self.path = path
+        self.synchronous = synchronous
+        self.commits = 0
+        self._conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise _StoreError(f"cannot use WAL journal mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._conn = conn
+            with self._write():
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise _StoreError(
+                        f"schema version {version} is newer than this dokobit-async "
+                        f"understands ({SCHEMA_VERSION}); upgrade dokobit-async"
+                    )
+                for statement in (s for step in _MIGRATIONS[version:] for s in step):
+                    conn.execute(statement)
+                if version != SCHEMA_VERSION:
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()  # the last connection to close checkpoints the WAL
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise _StoreError("the SQLite connection is not open")
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        self.commits += 1
+
+    def add_batch(self, rows: Sequence[_NewRow]) -> builtins.list[bool]:
+        with self._write() as conn:  # one transaction, one fsync, for the whole batch
+            return [conn.execute(_INSERT, row).rowcount == 1 for row in rows]
+
+    def mark_handler_done(self, id: str, handler: str) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT handlers_done FROM events WHERE id = ?", (id,)).fetchone()
+            if row is None:
+                return False
+            names = set(json.loads(row[0]))
+            if handler not in names:
+                names.add(handler)
+                conn.execute(
+                    "UPDATE events SET handlers_done = ? WHERE id = ?",
+                    (json.dumps(sorted(names)), id),
+                )
+            return True
+
+    def record_failure(self, id: str, error: str, next_attempt_at: float) -> int | None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE events SET attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = ? WHERE id = ?",
+                (error, next_attempt_at, id),
+            )
+            row = conn.execute("SELECT attempts FROM events WHERE id = ?", (id,)).fetchone()
+            return None if row is None else int(row[0])
+
+    def set_state(self, id: str, state: str, error: str | None) -> bool:
+        with self._write() as conn:
+            sql = "UPDATE events SET state = ?, last_error = COALESCE(?, last_error) WHERE id = ?"
+            return conn.execute(sql, (state, error, id)).rowcount == 1
+
+    def retry(self, id: str | None) -> int:
+        sql = (
+            "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = 0"
+            " WHERE state IN ('dead', 'unconfirmed')"
+        )
+        params: tuple[str, ...] = () if id is None else (id,)
+        with self._write() as conn:
+            return conn.execute(sql + (" AND id = ?" if params else ""), params).rowcount
+
+    def purge(self, state: str, older_than: float | None) -> int:
+        with self._write() as conn:
+            if older_than is None:
+                deleted = conn.execute("DELETE FROM events WHERE state = ?", (state,))
+            else:
+                sql = "DELETE FROM events WHERE state = ? AND received_at < ?"
+                deleted = conn.execute(sql, (state, older_than))
+            return deleted.rowcount
+
+    def get(self, id: str) -> _Row | None:
+        row: _Row | None = self.conn.execute(_SELECT + " WHERE id = ?", (id,)).fetchone()
+        return row
+
+    def pending(self, limit: int, due_before: float | None) -> builtins.list[_Row]:
+        if due_before is None:
+            sql = _SELECT + " WHERE state = 'pending' ORDER BY seq LIMIT ?"
+            return self.conn.execute(sql, (limit,)).fetchall()
+        sql = _SELECT + " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY seq LIMIT ?"
+        return self.conn.execute(sql, (due_before, limit)).fetchall()
+
+    def list(self, state: str | None, limit: int) -> builtins.list[_Row]:
+        where, params = ("", ()) if state is None else (" WHERE state = ?", (state,))
+        sql = _SELECT + where + " ORDER BY seq LIMIT ?"
+        return self.conn.execute(sql, (*params, limit)).fetchall()
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("dead", "done", "pending", "unconfirmed"), 0)
+        for state, count in self.conn.execute("SELECT state, COUNT(*) FROM events GROUP BY state"):
+            counts[state] = count
+        return counts
+
+
+def _event_from_row(row: _Row) -> StoredEvent:
+    fields = dict(zip(_FIELDS, row, strict=True))
+    fields["body"] = bytes(fields["body"])
+    fields["handlers_done"] = frozenset(json.loads(fields["handlers_done"]))
+    return StoredEvent(**fields)
+
+
+class SQLiteInbox(_Lifecycle):
+    """An :class:`~dokobit_async.inbox.Inbox` in an SQLite file: WAL, group commit.
+
+    ``synchronous="FULL"`` (the default) fsyncs every commit, so an ``add()`` that
+    returned survives power loss; ``"NORMAL"`` survives only the process dying.
+    ``batch_max`` caps how many events share one commit. The file is created on
+    :meth:`open`; other processes (the CLI) may open the same file at the same time.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        batch_max: int = 256,
+    ):
+        if synchronous not in ("FULL", "NORMAL"):
+            raise InvalidArgumentError(f"synchronous must be 'FULL' or 'NORMAL': {synchronous!r}")
+        if isinstance(batch_max, bool) or not isinstance(batch_max, int) or batch_max < 1:
+            raise InvalidArgumentError(f"batch_max must be a positive integer: {batch_max!r}")
+        self._store = _Store(os.fspath(path), synchronous=synchronous)
+        self._batch_max = batch_max
+        self._executor: ThreadPoolExecutor | None = None
+        self._closing = False
+        self._queue: deque[tuple[_NewRow, asyncio.Future[bool]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._lifecycle = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        state = "open" if self._executor is not None else "closed"
+        return f"SQLiteInbox({self._store.path!r}, {state})"
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._store.path
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed by this object; a group commit counts once."""
+        return self._store.commits
+
+    async def open(self) -> None:
+        """Start the worker thread, connect, create or upgrade the schema (idempotent)."""
+        async with self._lifecycle:
+            if self._executor is not None:
+                return
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dokobit-inbox")
+            try:
+                await self._run_on(executor, self._store.open)
+            except BaseException:
+                executor.submit(self._store.close)  # runs after open() if it was cancelled
+                executor.shutdown(wait=False)
+                raise
+            self._executor = executor
+
+    async def close(self) -> None:
+        """Commit queued adds, finish in-flight work, close the connection (idempotent).
+
+        Afterwards every method except :meth:`open` raises ``InboxClosedError``.
+        """
+        async with self._lifecycle:
+            executor = self._executor
+            if executor is not None:
+                self._closing = True
+                # Shielded: a cancelled close() still finishes closing in the background.
+                await asyncio.shield(asyncio.ensure_future(self._shutdown(executor)))
+
+    async def _shutdown(self, executor: ThreadPoolExecutor) -> None:
+        try:
+            if self._flusher is not None:
+                await self._flusher
+            await self._run_on(executor, self._store.close)
+        finally:
+            executor.shutdown(wait=False)  # nothing is left on it: close() was its last job
+            self._executor = None
+            self._closing = False
+
+    def _require_open(self) -> ThreadPoolExecutor:
+        if self._executor is None or self._closing:
+            raise InboxClosedError(
+                f"inbox {self.path!r} is not open; call open() or use 'async with'"
+            )
+        return self._executor
+
+    async def _run_on(self, executor: ThreadPoolExecutor, work: Callable[[], _T]) -> _T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, work)
+        except (sqlite3.Error, _StoreError) as exc:
+            raise InboxError(f"inbox {self.path!r}: {exc}") from exc
+
+    async def _call(self, work: Callable[[], _T]) -> _T:
+        return await self._run_on(self._require_open(), work)
+
+    async def add(
+        self,
+        *,
+        id: str,
+        signing_token: str,
+        action: str,
+        body: bytes,
+        content_type: str,
+        received_at: float,
+    ) -> bool:
+        """Store a new pending event; False if ``id`` is already stored.
+
+        Returns once the transaction that holds the event has committed (group commit).
+        """
+        row = _new_row(id, signing_token, action, body, content_type, received_at)
+        executor = self._require_open()
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[bool] = loop.create_future()
+        self._queue.append((row, committed))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush(executor), name="dokobit-inbox-commit")
+        return await committed
+
+    async def _flush(self, executor: ThreadPoolExecutor) -> None:
+        # Whatever queued up while the previous commit was in flight goes in the next one.
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                size = min(len(self._queue), self._batch_max)
+                batch = [self._queue.popleft() for _ in range(size)]
+                try:
+                    stored = await loop.run_in_executor(
+                        executor, self._store.add_batch, [row for row, _ in batch]
+                    )
+                except asyncio.CancelledError:
+                    for _, waiter in (*batch, *self._queue):
+                        if not waiter.done():
+                            waiter.set_exception(
+                                InboxClosedError("the inbox shut down during the commit")
+                            )
+                    self._queue.clear()
+                    raise
+                except Exception as exc:
+                    for _, waiter in batch:
+                        if not waiter.done():
+                            error = InboxError(f"inbox {self.path!r}: event not stored: {exc}")
+                            error.__cause__ = exc
+                            waiter.set_exception(error)
+                    continue
+                for (_, waiter), was_new in zip(batch, stored, strict=True):
+                    if not waiter.done():
+                        waiter.set_result(was_new)
+        finally:
+            self._flusher = None
+
+    async def get(self, id: str) -> StoredEvent | None:
+        """The event with this id, or None."""
+        row = await self._call(lambda: self._store.get(id))
+        return None if row is None else _event_from_row(row)
+
+    async def pending(
+        self, *, limit: int = 1000, due_before: float | None = None
+    ) -> builtins.list[StoredEvent]:
+        """Pending events (with ``next_attempt_at <= due_before`` if given), by seq."""
+        _check_limit(limit)
+        rows = await self._call(lambda: self._store.pending(limit, due_before))
+        return [_event_from_row(row) for row in rows]
+
+    async def mark_handler_done(self, id: str, handler: str) -> None:
+        """Record that ``handler`` succeeded for the event (idempotent)."""
+        if not await self._call(lambda: self._store.mark_handler_done(id, handler)):
+            raise EventNotFoundError(id)
+
+    async def record_failure(self, id: str, *, error: str, next_attempt_at: float) -> int:
+        """Count a failed attempt, keep the error and the retry time; the new count."""
+        attempts = await self._call(lambda: self._store.record_failure(id, error, next_attempt_at))
+        if attempts is None:
+            raise EventNotFoundError(id)
+        return attempts
+
+    async def set_state(self, id: str, state: InboxState, *, error: str | None = None) -> None:
+        """Move the event to ``state``; ``error`` (if given) becomes ``last_error``."""
+        _check_state(state)
+        if not await self._call(lambda: self._store.set_state(id, state, error)):
+            raise EventNotFoundError(id)
+
+    async def list(
+        self, *, state: InboxState | None = None, limit: int = 100
+    ) -> builtins.list[StoredEvent]:
+        """Events (in ``state`` if given), by seq."""
+        if state is not None:
+            _check_state(state)
+        _check_limit(limit)
+        rows = await self._call(lambda: self._store.list(state, limit))
+        return [_event_from_row(row) for row in rows]
+
+    async def retry(self, id: str | None = None) -> int:
+        """Dead/unconfirmed events (one, or all) back to pending now; how many moved."""
+        return await self._call(lambda: self._store.retry(id))
+
+    async def purge(self, *, state: InboxState = "done", older_than: float | None = None) -> int:
+        """Delete events in ``state`` (received before ``older_than`` if given); count."""
+        _check_state(state)
+        return await self._call(lambda: self._store.purge(state, older_than))
+
+    async def counts(self) -> dict[str, int]:
+        """How many events are in each state (every state present, zeros included)."""
+        return await self._call(self._store.counts)

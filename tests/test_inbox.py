@@ -1,0 +1,470 @@
+"""The durable inbox: shared semantics on both implementations, SQLite durability,
+group commit and multi-process use on real files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import textwrap
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dokobit_async import _inbox_sqlite
+from dokobit_async.exceptions import InvalidArgumentError
+from dokobit_async.inbox import (
+    EventNotFoundError,
+    Inbox,
+    InboxClosedError,
+    InboxError,
+    MemoryInbox,
+    SQLiteInbox,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def add(
+    inbox: Inbox, id: str, *, signing: str = "sig-1", received_at: float = 1000.0
+) -> bool:
+    """Add a minimal event with the given id."""
+    return await inbox.add(
+        id=id,
+        signing_token=signing,
+        action="signer_signed",
+        body=b'{"action": "signer_signed"}',
+        content_type="application/json",
+        received_at=received_at,
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Inbox]:
+    """An open inbox of each kind (the SQLite one in a real file)."""
+    made: MemoryInbox | SQLiteInbox = (
+        MemoryInbox() if request.param == "memory" else SQLiteInbox(tmp_path / "inbox.db")
+    )
+    async with made:
+        yield made
+
+
+# -- shared semantics ------------------------------------------------------------------
+
+
+async def test_add_stores_a_pending_event_with_every_field(inbox: Inbox) -> None:
+    """add() returns True and get() gives back exactly what was stored, as pending."""
+    assert await inbox.add(
+        id="a",
+        signing_token="tok",
+        action="signing_completed",
+        body=b"\x00raw body\xff",
+        content_type="application/x-www-form-urlencoded",
+        received_at=1234.5,
+    )
+    event = await inbox.get("a")
+    assert event is not None
+    assert (event.id, event.signing_token, event.action) == ("a", "tok", "signing_completed")
+    assert event.body == b"\x00raw body\xff"
+    assert event.content_type == "application/x-www-form-urlencoded"
+    assert event.received_at == 1234.5
+    assert (event.state, event.attempts, event.next_attempt_at) == ("pending", 0, 0)
+    assert event.last_error is None
+    assert event.handlers_done == frozenset()
+    assert await inbox.get("missing") is None
+
+
+async def test_duplicate_id_returns_false_and_keeps_the_original(inbox: Inbox) -> None:
+    """A second add() with the same id is a duplicate: False, nothing changes."""
+    assert await add(inbox, "a", signing="first")
+    assert not await add(inbox, "a", signing="second")
+    event = await inbox.get("a")
+    assert event is not None
+    assert event.signing_token == "first"
+    assert (await inbox.counts())["pending"] == 1
+
+
+async def test_concurrent_duplicates_store_exactly_one(inbox: Inbox) -> None:
+    """Ten concurrent adds of one id (same group commit): exactly one True."""
+    results = await asyncio.gather(*(add(inbox, "same") for _ in range(10)))
+    assert sorted(results) == [False] * 9 + [True]
+
+
+async def test_seq_is_strictly_increasing_and_never_reused(inbox: Inbox) -> None:
+    """seq follows arrival order and keeps rising after the newest event is purged."""
+    for id in ("a", "b", "c"):
+        await add(inbox, id)
+    seqs = [e.seq for e in await inbox.list()]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 3
+    await inbox.set_state("c", "done")
+    assert await inbox.purge() == 1
+    await add(inbox, "d")
+    d = await inbox.get("d")
+    assert d is not None
+    assert d.seq > seqs[-1]
+
+
+async def test_pending_is_ordered_by_seq_and_only_pending(inbox: Inbox) -> None:
+    """pending() lists pending events oldest first, skips other states, honours limit."""
+    for id in ("a", "b", "c", "d"):
+        await add(inbox, id)
+    await inbox.set_state("b", "done")
+    await inbox.set_state("c", "dead", error="boom")
+    assert [e.id for e in await inbox.pending()] == ["a", "d"]
+    assert [e.id for e in await inbox.pending(limit=1)] == ["a"]
+    assert await inbox.pending(limit=0) == []
+
+
+async def test_pending_due_before_honours_next_attempt_at(inbox: Inbox) -> None:
+    """With due_before, only events whose next_attempt_at <= due_before are returned."""
+    for id in ("now", "soon", "later"):
+        await add(inbox, id)
+    await inbox.record_failure("soon", error="x", next_attempt_at=100.0)
+    await inbox.record_failure("later", error="x", next_attempt_at=200.0)
+    assert [e.id for e in await inbox.pending(due_before=50.0)] == ["now"]
+    assert [e.id for e in await inbox.pending(due_before=100.0)] == ["now", "soon"]
+    assert [e.id for e in await inbox.pending(due_before=500.0)] == ["now", "soon", "later"]
+    assert len(await inbox.pending()) == 3  # without due_before, time is ignored
+
+
+async def test_mark_handler_done_is_idempotent(inbox: Inbox) -> None:
+    """Marking a handler twice records it once; names accumulate."""
+    await add(inbox, "a")
+    await inbox.mark_handler_done("a", "email")
+    await inbox.mark_handler_done("a", "email")
+    await inbox.mark_handler_done("a", "archive")
+    event = await inbox.get("a")
+    assert event is not None
+    assert event.handlers_done == frozenset({"email", "archive"})
+
+
+async def test_record_failure_counts_and_keeps_error_and_retry_time(inbox: Inbox) -> None:
+    """Each failure adds one attempt and replaces last_error and next_attempt_at."""
+    await add(inbox, "a")
+    assert await inbox.record_failure("a", error="first", next_attempt_at=10.0) == 1
+    assert await inbox.record_failure("a", error="second", next_attempt_at=20.0) == 2
+    event = await inbox.get("a")
+    assert event is not None
+    assert (event.attempts, event.last_error, event.next_attempt_at) == (2, "second", 20.0)
+    assert event.state == "pending"
+
+
+async def test_set_state_sets_state_and_keeps_or_replaces_error(inbox: Inbox) -> None:
+    """set_state moves the event; error=None keeps last_error, an error replaces it."""
+    await add(inbox, "a")
+    await inbox.record_failure("a", error="timeout", next_attempt_at=1.0)
+    await inbox.set_state("a", "unconfirmed")
+    event = await inbox.get("a")
+    assert event is not None
+    assert (event.state, event.last_error) == ("unconfirmed", "timeout")
+    await inbox.set_state("a", "dead", error="gave up")
+    event = await inbox.get("a")
+    assert event is not None
+    assert (event.state, event.last_error) == ("dead", "gave up")
+    await inbox.set_state("a", "done")
+    event = await inbox.get("a")
+    assert event is not None
+    assert event.state == "done"
+
+
+async def test_bookkeeping_on_an_unknown_id_raises_event_not_found(inbox: Inbox) -> None:
+    """mark_handler_done, record_failure and set_state refuse an id never stored."""
+    with pytest.raises(EventNotFoundError) as caught:
+        await inbox.mark_handler_done("nope", "h")
+    assert caught.value.id == "nope"
+    with pytest.raises(EventNotFoundError):
+        await inbox.record_failure("nope", error="x", next_attempt_at=0)
+    with pytest.raises(EventNotFoundError):
+        await inbox.set_state("nope", "done")
+
+
+async def test_list_filters_by_state_in_seq_order_with_limit(inbox: Inbox) -> None:
+    """list() gives all events or one state's, oldest first, at most limit."""
+    for id in ("a", "b", "c", "d"):
+        await add(inbox, id)
+    await inbox.set_state("a", "dead", error="x")
+    await inbox.set_state("c", "dead", error="y")
+    assert [e.id for e in await inbox.list()] == ["a", "b", "c", "d"]
+    assert [e.id for e in await inbox.list(state="dead")] == ["a", "c"]
+    assert [e.id for e in await inbox.list(limit=2)] == ["a", "b"]
+    assert await inbox.list(state="done") == []
+
+
+async def test_retry_moves_dead_and_unconfirmed_back_to_pending_now(inbox: Inbox) -> None:
+    """retry(id) moves one, retry() moves all dead+unconfirmed; attempts and delay reset."""
+    for id in ("dead1", "dead2", "unconf", "done", "pend"):
+        await add(inbox, id)
+        await inbox.record_failure(id, error="e", next_attempt_at=99.0)
+    await inbox.set_state("dead1", "dead")
+    await inbox.set_state("dead2", "dead")
+    await inbox.set_state("unconf", "unconfirmed")
+    await inbox.set_state("done", "done")
+    await inbox.mark_handler_done("dead1", "email")
+    assert await inbox.retry("dead1") == 1
+    assert await inbox.retry("dead1") == 0  # already pending
+    assert await inbox.retry("done") == 0  # done is not retried
+    assert await inbox.retry("missing") == 0
+    event = await inbox.get("dead1")
+    assert event is not None
+    assert (event.state, event.attempts, event.next_attempt_at) == ("pending", 0, 0)
+    assert event.handlers_done == {"email"}  # succeeded handlers are not run again
+    assert await inbox.retry() == 2
+    assert (await inbox.counts())["pending"] == 4
+    assert [e.id for e in await inbox.pending(due_before=0)] == ["dead1", "dead2", "unconf"]
+
+
+async def test_purge_deletes_one_state_optionally_by_age(inbox: Inbox) -> None:
+    """purge() deletes done events by default; older_than keeps newer ones."""
+    await add(inbox, "old", received_at=100.0)
+    await add(inbox, "new", received_at=300.0)
+    await add(inbox, "dead", received_at=100.0)
+    await add(inbox, "pending", received_at=100.0)
+    for id in ("old", "new"):
+        await inbox.set_state(id, "done")
+    await inbox.set_state("dead", "dead", error="x")
+    assert await inbox.purge(older_than=200.0) == 1
+    assert await inbox.get("old") is None
+    assert await inbox.get("new") is not None
+    assert await inbox.purge() == 1
+    assert await inbox.purge(state="dead") == 1
+    assert [e.id for e in await inbox.list()] == ["pending"]
+
+
+async def test_counts_reports_every_state(inbox: Inbox) -> None:
+    """counts() has a key for every state, zeros included."""
+    assert await inbox.counts() == {"pending": 0, "done": 0, "dead": 0, "unconfirmed": 0}
+    for id in ("a", "b", "c"):
+        await add(inbox, id)
+    await inbox.set_state("b", "done")
+    await inbox.set_state("c", "unconfirmed")
+    assert await inbox.counts() == {"pending": 1, "done": 1, "dead": 0, "unconfirmed": 1}
+
+
+async def test_invalid_arguments_are_refused_before_storage(inbox: Inbox) -> None:
+    """Unknown states, negative limits and empty ids raise InvalidArgumentError."""
+    with pytest.raises(InvalidArgumentError):
+        await add(inbox, "")
+    with pytest.raises(InvalidArgumentError):
+        await inbox.list(state="weird")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        await inbox.pending(limit=-1)
+    await add(inbox, "a")
+    with pytest.raises(InvalidArgumentError):
+        await inbox.set_state("a", "weird")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_closed_inbox_raises_and_reopens_with_its_events(kind: str, tmp_path: Path) -> None:
+    """Before open() and after close() methods raise InboxClosedError; close() is
+    idempotent; reopening shows the events stored before."""
+    inbox = MemoryInbox() if kind == "memory" else SQLiteInbox(tmp_path / "inbox.db")
+    with pytest.raises(InboxClosedError):
+        await add(inbox, "a")
+    async with inbox:
+        await add(inbox, "a")
+    await inbox.close()
+    for call in (add(inbox, "b"), inbox.get("a"), inbox.counts(), inbox.retry()):
+        with pytest.raises(InboxClosedError):
+            await call
+    async with inbox:
+        assert [e.id for e in await inbox.list()] == ["a"]
+
+
+# -- SQLite specifics ------------------------------------------------------------------
+
+
+async def test_sqlite_file_is_wal_with_versioned_schema(tmp_path: Path) -> None:
+    """open() creates the file in WAL mode with PRAGMA user_version = SCHEMA_VERSION,
+    and the worker's connection runs synchronous=FULL off the event-loop thread."""
+    path = tmp_path / "inbox.db"
+    async with SQLiteInbox(path) as inbox:
+        sync, thread = await inbox._call(
+            lambda: (
+                inbox._store.conn.execute("PRAGMA synchronous").fetchone()[0],
+                threading.get_ident(),
+            )
+        )
+        assert sync == 2  # FULL
+        assert thread != threading.get_ident()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        assert version == _inbox_sqlite.SCHEMA_VERSION
+    finally:
+        conn.close()
+
+
+async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    """A file written by a newer schema version is refused with InboxError, not misread."""
+    path = tmp_path / "inbox.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    inbox = SQLiteInbox(path)
+    with pytest.raises(InboxError, match="newer"):
+        await inbox.open()
+    with pytest.raises(InboxClosedError):
+        await inbox.counts()
+
+
+def test_sqlite_constructor_validates_options(tmp_path: Path) -> None:
+    """synchronous must be FULL or NORMAL and batch_max positive."""
+    with pytest.raises(InvalidArgumentError):
+        SQLiteInbox(tmp_path / "x.db", synchronous="OFF")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        SQLiteInbox(tmp_path / "x.db", batch_max=0)
+
+
+async def test_group_commit_batches_concurrent_adds(tmp_path: Path) -> None:
+    """500 concurrent adds all succeed and are stored with far fewer than 500 commits."""
+    async with SQLiteInbox(tmp_path / "inbox.db") as inbox:
+        before = inbox.commits
+        results = await asyncio.gather(*(add(inbox, f"e{i}") for i in range(500)))
+        assert all(results)
+        assert (await inbox.counts())["pending"] == 500
+        commits = inbox.commits - before
+        assert 1 <= commits <= 25, commits
+        assert [e.id for e in await inbox.list(limit=500)] == [f"e{i}" for i in range(500)]
+
+
+async def test_batch_max_caps_events_per_commit(tmp_path: Path) -> None:
+    """With batch_max=10, 100 concurrent adds need at least 10 commits."""
+    async with SQLiteInbox(tmp_path / "inbox.db", batch_max=10) as inbox:
+        before = inbox.commits
+        assert all(await asyncio.gather(*(add(inbox, f"e{i}") for i in range(100))))
+        assert inbox.commits - before >= 10
+
+
+async def test_close_commits_adds_already_queued(tmp_path: Path) -> None:
+    """close() waits for queued adds: every add started before close() is stored."""
+    path = tmp_path / "inbox.db"
+    inbox = SQLiteInbox(path)
+    await inbox.open()
+    adds = [asyncio.ensure_future(add(inbox, f"e{i}")) for i in range(50)]
+    await asyncio.sleep(0)  # the adds are queued, not yet committed
+    await inbox.close()
+    assert all(await asyncio.gather(*adds))
+    async with SQLiteInbox(path) as reopened:
+        assert (await reopened.counts())["pending"] == 50
+
+
+async def test_failed_commit_fails_its_adds_and_the_inbox_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that cannot get the write lock raises InboxError in each waiting add()
+    (nothing hangs); once the lock is free, adds work again."""
+    monkeypatch.setattr(_inbox_sqlite, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "inbox.db"
+    async with SQLiteInbox(path) as inbox:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            results = await asyncio.wait_for(
+                asyncio.gather(*(add(inbox, f"e{i}") for i in range(3)), return_exceptions=True),
+                timeout=10,
+            )
+            assert all(isinstance(r, InboxError) for r in results), results
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        assert await add(inbox, "e0")
+
+
+async def test_reader_in_another_connection_does_not_block_writes(tmp_path: Path) -> None:
+    """WAL: a reader holding an open read transaction neither blocks commits nor sees
+    them until its transaction ends."""
+    path = tmp_path / "inbox.db"
+    async with SQLiteInbox(path) as inbox:
+        await add(inbox, "first")
+        reader = sqlite3.connect(path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            count = "SELECT COUNT(*) FROM events"
+            assert reader.execute(count).fetchone()[0] == 1
+            written = asyncio.gather(*(add(inbox, f"e{i}") for i in range(50)))
+            assert all(await asyncio.wait_for(written, timeout=5))
+            assert reader.execute(count).fetchone()[0] == 1  # its snapshot
+            reader.execute("COMMIT")
+            assert reader.execute(count).fetchone()[0] == 51
+        finally:
+            reader.close()
+
+
+async def test_second_inbox_on_the_same_file_works_like_the_cli(tmp_path: Path) -> None:
+    """A second SQLiteInbox on the file (the CLI in another process) lists and retries
+    while the first (the receiver) keeps running; each sees the other's writes."""
+    path = tmp_path / "inbox.db"
+    async with SQLiteInbox(path) as receiver:
+        await add(receiver, "a")
+        await add(receiver, "b")
+        await receiver.set_state("a", "dead", error="handler failed")
+        async with SQLiteInbox(path) as cli:
+            assert [e.id for e in await cli.list(state="dead")] == ["a"]
+            assert await cli.retry() == 1
+            await add(cli, "c")
+        assert [e.id for e in await receiver.pending()] == ["a", "b", "c"]
+        event = await receiver.get("a")
+        assert event is not None
+        assert (event.state, event.attempts) == ("pending", 0)
+
+
+_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from dokobit_async.inbox import SQLiteInbox
+
+    async def producer(inbox, worker):
+        for i in range(100_000):
+            id = f"w{worker}-{i}"
+            await inbox.add(id=id, signing_token="t", action="a", body=b"{}",
+                            content_type="application/json", received_at=0.0)
+            print("ok", id, flush=True)
+
+    async def main():
+        async with SQLiteInbox(sys.argv[1]) as inbox:
+            await asyncio.gather(*(producer(inbox, w) for w in range(4)))
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_every_acknowledged_add_survives_sigkill(tmp_path: Path) -> None:
+    """A child process adds events (four concurrent producers, so group commits are in
+    play) and prints "ok <id>" after each add returns; after SIGKILL mid-stream, the
+    file holds every printed id."""
+    path = tmp_path / "inbox.db"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CHILD,
+        str(path),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    acked: list[str] = []
+    try:
+        while len(acked) < 300:  # bounded: the child prints one line per add
+            line = await asyncio.wait_for(child.stdout.readline(), timeout=30)
+            assert line, "child exited early"
+            acked.append(line.split()[1].decode())
+        os.kill(child.pid, signal.SIGKILL)
+        rest = await asyncio.wait_for(child.stdout.read(), timeout=30)
+        acked += [line.split()[1].decode() for line in rest.splitlines() if line.strip()]
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await asyncio.wait_for(child.wait(), timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    async with SQLiteInbox(path) as inbox:
+        stored = {e.id for e in await inbox.list(limit=1_000_000)}
+    missing = [id for id in acked if id not in stored]
+    assert missing == []
+    assert len(stored) >= len(acked) >= 300
