@@ -96,7 +96,7 @@ def serve(port_file: str) -> None:
 
 def start_server() -> tuple[subprocess.Popen[bytes], str]:
     port_file = tempfile.mktemp(prefix="dokobit-bench-port-")  # noqa: S306 - local file
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", port_file])  # noqa: S603
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", port_file])
     deadline = time.monotonic() + 20
     while not os.path.exists(port_file) or not Path(port_file).read_text():
         if time.monotonic() > deadline or proc.poll() is not None:
@@ -189,7 +189,7 @@ def memory(base: str, megabytes: int) -> None:
     print(f"(b) peak extra memory (max RSS growth) moving a {megabytes} MB file:")
     for direction in ("upload", "download"):
         out = (
-            subprocess.run(  # noqa: S603 - our own script
+            subprocess.run(
                 [
                     sys.executable,
                     __file__,

@@ -39,7 +39,7 @@ def test_which_outcomes_are_retried(outcome: Outcome, idempotent: bool, retried:
         (502, Outcome.UNAVAILABLE),
         (503, Outcome.UNAVAILABLE),
         (504, Outcome.UNAVAILABLE),
-        (500, Outcome.FINAL),
+        (500, Outcome.UNAVAILABLE),
         (400, Outcome.FINAL),
         (404, Outcome.FINAL),
     ],
