@@ -129,7 +129,9 @@ class Dispatcher:
         now = self._clock()
         next_due: float | None = None
         heads: dict[str, StoredEvent] = {}
-        for stored in await self.inbox.pending(limit=10_000):
+        # the oldest pending events are enough to find every signing's head event
+        # while the backlog is moderate; a larger backlog drains from the oldest on
+        for stored in await self.inbox.pending(limit=max(1000, 50 * self.concurrency)):
             heads.setdefault(stored.signing_token or stored.id, stored)
         for key, stored in heads.items():
             if key in self._tasks or len(self._tasks) >= self.concurrency:

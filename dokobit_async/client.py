@@ -245,16 +245,20 @@ class DokobitClient:
             self._limiter = limiter_for(self._token, self.rate_limit)
         return self._limiter
 
-    def _shown(self, request: sansio.Request) -> str:
+    def _shown_url(self, request: sansio.Request) -> str:
+        """The request's URL as errors and logs show it (token masked)."""
         sep = "&" if "?" in request.path else "?"
-        return f"{request.method} {self.base_url}{request.path}{sep}access_token=***"
+        return f"{self.base_url}{request.path}{sep}access_token=***"
+
+    def _shown(self, request: sansio.Request) -> str:
+        return f"{request.method} {self._shown_url(request)}"
 
     async def _json(self, request: sansio.Request, model: type[T]) -> T:
         """Send ``request`` and decode its JSON answer into ``model``."""
 
         async def consume(response: aiohttp.ClientResponse) -> T:
             body = await response.read()
-            url = self._shown(request).split(" ", 1)[1]
+            url = self._shown_url(request)
             data = sansio.parse_json_response(
                 response.status, body, method=request.method, url=url, secret=self._token
             )
@@ -282,7 +286,7 @@ class DokobitClient:
                         head,
                         secret=self._token,
                         method=request.method,
-                        url=self._shown(request).split(" ", 1)[1],
+                        url=self._shown_url(request),
                     )
             return Download(response, head, self._shown(request), self._token)
 
@@ -364,7 +368,7 @@ class DokobitClient:
                         response.status,
                         error_body,
                         method=request.method,
-                        url=shown.split(" ", 1)[1],
+                        url=self._shown_url(request),
                         retry_after=response.headers.get("Retry-After"),
                         secret=self._token,
                     )

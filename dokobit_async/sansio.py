@@ -345,18 +345,17 @@ def error_from_response(
         message = excerpt(body, secret) if body and not envelope else f"HTTP {status}"
     message = redact_text(message, secret)
     kind = status if status >= 300 else (code if code and 400 <= code < 600 else 400)
-    cls: type[APIError]
+    common: dict[str, Any] = {
+        "status": status,
+        "error_code": code,
+        "errors": errors,
+        "method": method,
+        "url": url,
+        "body": envelope or None,
+    }
     if kind == 429:
-        return RateLimitedError(
-            message,
-            retry_after=parse_retry_after(retry_after),
-            status=status,
-            error_code=code,
-            errors=errors,
-            method=method,
-            url=url,
-            body=envelope or None,
-        )
+        return RateLimitedError(message, retry_after=parse_retry_after(retry_after), **common)
+    cls: type[APIError]
     if kind == 404 or any(e.field == "[token]" for e in errors):
         cls = NotFoundError
     elif kind in (401, 403):
@@ -367,15 +366,7 @@ def error_from_response(
         cls = ValidationError
     else:
         cls = APIError
-    return cls(
-        message,
-        status=status,
-        error_code=code,
-        errors=errors,
-        method=method,
-        url=url,
-        body=envelope or None,
-    )
+    return cls(message, **common)
 
 
 def parse_json_response(
