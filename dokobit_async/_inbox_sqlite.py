@@ -145,9 +145,21 @@ class _Store:
         conn.execute("COMMIT")
         self.commits += 1
 
-    def add_batch(self, rows: Sequence[_NewRow]) -> builtins.list[bool]:
-        with self._write() as conn:  # one transaction, one fsync, for the whole batch
-            return [conn.execute(_INSERT, row).rowcount == 1 for row in rows]
+    def add_batch(self, rows: Sequence[_NewRow]) -> builtins.list[bool | Exception]:
+        """Insert ``rows`` in one transaction (one fsync for the whole batch). Each row
+        has its own savepoint, so a row that cannot be stored fails alone: its slot in
+        the result holds the exception, the others still commit."""
+        results: builtins.list[bool | Exception] = []
+        with self._write() as conn:
+            for row in rows:
+                conn.execute("SAVEPOINT one_row")
+                try:
+                    results.append(conn.execute(_INSERT, row).rowcount == 1)
+                except (sqlite3.Error, UnicodeError, ValueError, OverflowError) as exc:
+                    conn.execute("ROLLBACK TO one_row")
+                    results.append(exc)
+                conn.execute("RELEASE one_row")
+        return results
 
     def mark_handler_done(self, id: str, handler: str) -> bool:
         with self._write() as conn:
@@ -369,9 +381,15 @@ class SQLiteInbox(_Lifecycle):
                             error.__cause__ = exc
                             waiter.set_exception(error)
                     continue
-                for (_, waiter), was_new in zip(batch, stored, strict=True):
-                    if not waiter.done():
-                        waiter.set_result(was_new)
+                for (_, waiter), outcome in zip(batch, stored, strict=True):
+                    if waiter.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        error = InboxError(f"inbox {self.path!r}: event not stored: {outcome}")
+                        error.__cause__ = outcome
+                        waiter.set_exception(error)
+                    else:
+                        waiter.set_result(outcome)
         finally:
             self._flusher = None
 

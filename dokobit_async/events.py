@@ -166,8 +166,17 @@ def _text(payload: Mapping[str, Any], name: str) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, (str, int)) and not isinstance(value, bool):
-        return str(value)
+        return _encodable(name, str(value))
     raise InvalidPostbackError(f"field {name!r} must be text, not {type(value).__name__}")
+
+
+def _encodable(name: str, text: str) -> str:
+    """JSON escapes can carry lone surrogates, which no UTF-8 store accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPostbackError(f"field {name!r} is not valid Unicode text") from None
+    return text
 
 
 def _signer_info(value: Any) -> SignerInfo | None:
@@ -229,6 +238,7 @@ def parse_postback(
     action = payload.get("action")
     if not isinstance(action, str) or not action.strip():
         raise InvalidPostbackError("the body has no 'action'")
+    _encodable("action", action)
     cls = EVENT_TYPES.get(action, UnknownEvent)
     fields: dict[str, Any] = {
         "action": action,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.web_log import AccessLogger
+from aiohttp.web_protocol import RequestPayloadError
 
 from ._dispatcher import Delivery, Dispatcher, shown_token
 from .events import event_key, mint_postback_secret, parse_postback, verify_postback_secret
@@ -207,6 +208,8 @@ class PostbackReceiver:
             body = await asyncio.wait_for(self._read(request), timeout=self.read_timeout)
         except asyncio.TimeoutError:
             return _answer(408, "the body did not arrive in time")
+        except RequestPayloadError:  # e.g. a Content-Encoding the body does not match
+            return _answer(400, "the body could not be read (bad encoding or framing)")
         if body is None:
             return _answer(413, f"body larger than {self.max_body_size} bytes")
         try:
