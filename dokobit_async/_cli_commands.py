@@ -36,6 +36,7 @@ __all__ = [
     "parse_signer",
     "sign",
     "status",
+    "stop_on_signals",
     "validate",
 ]
 
@@ -305,7 +306,7 @@ async def sign(args: argparse.Namespace, client: DokobitClient) -> int:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     """Set ``stop`` on SIGINT/SIGTERM where the loop can handle signals (Unix, main
     thread); elsewhere Ctrl-C arrives as KeyboardInterrupt, handled by ``main``."""
     loop = asyncio.get_running_loop()
@@ -331,7 +332,7 @@ async def emulate(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, config=EmulatorConfig(time_scale=args.time_scale)
     )
     stop = asyncio.Event()
-    with _stop_on_signals(stop):
+    with stop_on_signals(stop):
         try:
             await emulator.start()
         except OSError as exc:

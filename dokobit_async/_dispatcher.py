@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dokobit_async.receiver")
 
 CONSUMER_PREFIX = "consumer:"
+IDLE_POLL = 1.0
 
 
 @attrs.define(eq=False)
@@ -121,7 +122,10 @@ class Dispatcher:
         while True:
             self.wake.clear()
             next_due = await self._start_due()
-            timeout = None if next_due is None else max(0.0, next_due - self._clock())
+            # look again at least every IDLE_POLL seconds: another process (the
+            # ``inbox retry`` command) may have put events back to pending
+            timeout = IDLE_POLL if next_due is None else max(0.0, next_due - self._clock())
+            timeout = min(timeout, IDLE_POLL)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=timeout)
 

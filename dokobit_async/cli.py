@@ -7,11 +7,16 @@
     dokobit-async status TOKEN [--internal] [--json]
     dokobit-async download TOKEN [-o FILE|-] [--internal]
     dokobit-async validate FILE [--report report-pdf] [-o FILE|-]
+    dokobit-async listen --router MODULE:ATTR [--port 8080] [--inbox postbacks.db]
+                         [--public-url URL] [--secret-env VAR] [--no-confirm]
+    dokobit-async inbox list|show ID|retry [ID]|purge [--inbox postbacks.db]
+    dokobit-async demo [--out signed-demo.pdf]
 
 The access token comes from ``DOKOBIT_ACCESS_TOKEN`` (or ``--token``), the API's
 address from ``DOKOBIT_BASE_URL`` (or ``--base-url``; default the production URL).
 Errors are one line on stderr, with the token masked; the exit status is 2 for a
-usage error, 1 for an API or transport error and 130 after Ctrl-C.
+usage error, 1 for an API or transport error and 130 after Ctrl-C (``emulate`` and
+``listen`` stop on Ctrl-C or SIGTERM with 0).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from . import _cli_commands as commands
+from . import _cli_receiver, _demo
 from ._cli_output import CliError
 from .client import PRODUCTION_URL, DokobitClient
 from .exceptions import AuthenticationError, DokobitError, InvalidArgumentError
@@ -163,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--internal", action="store_true", help="an internal signing (no e-mails)")
     p.add_argument("--redirect-uri", metavar="URL", help="return address (internal only)")
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+
+    _cli_receiver.add_parsers(command)
+    _demo.add_parser(command)
     return parser
 
 
@@ -228,42 +237,76 @@ class _RedactFilter(logging.Filter):
 
 
 @contextlib.contextmanager
-def _logging(verbose: bool, secrets: Sequence[str]) -> Iterator[None]:
+def _logging(verbose: bool, secrets: Sequence[str], *, serving: bool = False) -> Iterator[None]:
     """With ``-v``, the library's log lines on stderr, masked. Without, none at all:
-    errors are reported by ``main`` in one line, and retries stay quiet."""
-    logger = logging.getLogger("dokobit_async")
+    errors are reported by ``main`` in one line, and retries stay quiet. A server
+    (``serving``) logs from INFO up (each postback) even without ``-v``, and with
+    ``-v`` its access log too."""
+    names = ["dokobit_async"] + (["aiohttp.access"] if serving and verbose else [])
     handler: logging.Handler = logging.NullHandler()
-    if verbose:
+    if verbose or serving:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
         handler.addFilter(_RedactFilter(secrets))
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbose else logging.CRITICAL)
-    logger.propagate = False
+    level = logging.DEBUG if verbose else logging.INFO if serving else logging.CRITICAL
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = logger.level, logger.propagate
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
     try:
         yield
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
+        for name in names:
+            logger = logging.getLogger(name)
+            logger.removeHandler(handler)
+            logger.setLevel(saved[name][0])
+            logger.propagate = saved[name][1]
 
 
 # ------------------------------------------------------------------ running
 
 
-async def _run(args: argparse.Namespace) -> int:
-    if args.command == "emulate":
-        return await commands.emulate(args)
+def _client(args: argparse.Namespace, *, required: bool) -> DokobitClient | None:
+    """The client of the token and address in ``args`` or the environment; ``None``
+    when there is no token and it is not ``required``."""
     token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV, "")
     if not token.strip():
+        if not required:
+            return None
         raise CliError(f"no access token: set {TOKEN_ENV} or pass --token", code=2)
     base_url = getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or PRODUCTION_URL
     encoding = JSON if getattr(args, "json_body", False) else "form"
     try:
-        client = DokobitClient(token.strip(), base_url=base_url, body_encoding=encoding)
+        return DokobitClient(token.strip(), base_url=base_url, body_encoding=encoding)
     except InvalidArgumentError as exc:
         raise CliError(str(exc), code=2) from None
+
+
+async def _run(args: argparse.Namespace) -> int:
+    if args.command == "emulate":
+        return await commands.emulate(args)
+    if args.command == "inbox":
+        return await _cli_receiver.inbox(args)
+    if args.command in ("listen", "demo"):
+        if args.command == "listen":
+            optional = _client(args, required=False) if args.confirm else None
+        elif getattr(args, "base_url", None) is not None:  # only an explicit --base-url
+            optional = _client(args, required=True)
+        else:
+            if getattr(args, "token", None) is not None:
+                raise CliError("--token applies with --base-url (the real API) only", code=2)
+            optional = None
+        async with contextlib.AsyncExitStack() as stack:
+            if optional is not None:
+                await stack.enter_async_context(optional)
+            if args.command == "listen":
+                return await _cli_receiver.listen(args, optional)
+            return await _demo.demo(args, optional)
+    client = _client(args, required=True)
+    assert client is not None
     run = {
         "status": commands.status,
         "download": commands.download,
@@ -296,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             return done.code if isinstance(done.code, int) else 0
         command = args.command
         verbose = bool(getattr(args, "verbose", False))
-        with _logging(verbose, secrets):
+        with _logging(verbose, secrets, serving=command == "listen"):
             return asyncio.run(_run(args))
     except _UsageError as exc:
         return _fail(str(exc), secrets, 2)
@@ -309,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     except DokobitError as exc:
         return _fail(str(exc), secrets, 1)
     except KeyboardInterrupt:
-        if command == "emulate":  # no signal handlers here: Ctrl-C is the way to stop
+        if command in ("emulate", "listen"):  # no signal handlers here: Ctrl-C is the way to stop
             return 0
         return _fail("interrupted", secrets, 130)
     except BrokenPipeError:

@@ -41,6 +41,31 @@ def test_example_runs_against_the_emulator_and_saves_a_signed_pdf(
     assert f"signed file saved to {output}" in result.stdout
 
 
+def test_webhook_listener_example_saves_the_document_its_handler_downloads(
+    tmp_path: Path,
+) -> None:
+    """With no DOKOBIT_* variables, the listener example drives one signing on the
+    emulator, its handlers see each postback, the completion handler downloads the
+    signed PDF into signed-documents/, and the script exits 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "webhook_listener.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for action in ("signing_created", "signer_signed", "signing_completed"):
+        assert f"postback: {action} " in result.stdout
+    (signed,) = (tmp_path / "signed-documents").iterdir()
+    assert signed.read_bytes().startswith(b"%PDF-")
+    assert f"done: the listener saved signed-documents/{signed.name}" in result.stdout
+    assert (tmp_path / "postbacks.db").is_file()
+
+
 def test_example_refuses_half_a_configuration(tmp_path: Path) -> None:
     """A base URL without a token (or the reverse) is a clear error, not a guess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
