@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -40,7 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dokobit_async.receiver")
 
 CONSUMER_PREFIX = "consumer:"
-IDLE_POLL = 1.0
+IDLE_POLL = 1.0  # seconds between looks at the inbox itself
+MAX_BACKLOG = 10_000  # events held in memory; more wait in the inbox for a later look
 
 
 @attrs.define(eq=False)
@@ -82,8 +85,8 @@ async def confirm(client: DokobitClient, event: Event) -> bool | None:
             continue
     if status is None:
         return False
-    if isinstance(event, SigningCompleted):
-        return status.status == "completed"
+    if isinstance(event, SigningCompleted):  # an archived signing was completed first
+        return status.status in ("completed", "archived")
     wanted = "signed" if isinstance(event, SignerSigned) else "declined"
     people = [s for s in status.signers if event.signer in (s.token, s.external_id)]
     return any(s.status == wanted for s in people) if people else True
@@ -113,43 +116,104 @@ class Dispatcher:
         self.confirm_delay = confirm_delay
         self.queues: dict[str, asyncio.Queue[Delivery]] = {c: asyncio.Queue() for c in consumers}
         self.wake = asyncio.Event()
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # signing token -> its task
+        self._backlog: dict[str, deque[StoredEvent]] = {}  # key -> unfinished, in order
+        self._known: set[str] = set()  # ids in the backlog
+        self._ready: deque[str] = deque()  # keys whose first event may start
+        self._later: list[tuple[float, str]] = []  # (when, key): first event awaits a retry
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # key -> its running first event
+        self._finished: set[str] = set()  # ids finished since the last scan began
+        self._overflow = False  # the backlog was full: new events wait for the scans
         self._rng = random.Random()
         self._clock: Callable[[], float] = time.time
 
+    def submit(self, stored: StoredEvent, *, scanned: bool = False) -> None:
+        """Take a pending event (a fresh one from the receiver, or one a scan found);
+        events of one signing (key) are kept in the order submitted."""
+        if stored.id in self._known:
+            return
+        if len(self._known) >= MAX_BACKLOG or (self._overflow and not scanned):
+            # no room: it waits in the inbox, and so does every newer event until the
+            # scans (which go by arrival order) have caught up
+            self._overflow = True
+            return
+        key = stored.signing_token or stored.id
+        self._known.add(stored.id)
+        queue = self._backlog.setdefault(key, deque())
+        queue.append(stored)
+        if len(queue) == 1 and key not in self._tasks:
+            self._ready.append(key)
+        self.wake.set()
+
     async def run(self) -> None:
-        """The dispatch loop (cancel it to stop; running events are left to finish)."""
+        """The dispatch loop (cancel it to stop; running events are left to finish).
+
+        New postbacks come in through :meth:`submit`; the inbox is read at start and
+        every ``IDLE_POLL`` seconds, for events put back to pending by another process
+        (``dokobit-async inbox retry``) or left over by a crash.
+        """
+        next_scan = self._clock() + IDLE_POLL  # start() made the first scan
         while True:
             self.wake.clear()
-            next_due = await self._start_due()
-            # look again at least every IDLE_POLL seconds: another process (the
-            # ``inbox retry`` command) may have put events back to pending
-            timeout = IDLE_POLL if next_due is None else max(0.0, next_due - self._clock())
-            timeout = min(timeout, IDLE_POLL)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+            try:
+                if self._clock() >= next_scan:
+                    await self._scan()
+                next_due = self._start_ready()
+            except Exception:  # e.g. the database is locked for a moment: try again
+                logger.exception("the dispatcher could not read the inbox")
+                next_due = None
+            if self._clock() >= next_scan:
+                next_scan = self._clock() + IDLE_POLL
+            until = min(next_scan, next_due if next_due is not None else next_scan)
+            await self._sleep_until_woken(until - self._clock())
 
-    async def _start_due(self) -> float | None:
+    async def start(self) -> None:
+        """Take the events a previous run left pending, before new ones arrive (so
+        that a signing's older events stay ahead of its new ones)."""
+        await self._scan()
+
+    async def _sleep_until_woken(self, seconds: float) -> None:
+        # a timer that sets the event, not asyncio.wait_for: wait_for with a zero or
+        # racing timeout can swallow the cancellation that stops this loop
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        timer = asyncio.get_running_loop().call_later(seconds, self.wake.set)
+        try:
+            await self.wake.wait()
+        finally:
+            timer.cancel()
+
+    async def _scan(self) -> None:
+        self._finished.clear()
+        limit = max(1000, 50 * self.concurrency)
+        found = await self.inbox.pending(limit=limit)
+        if len(found) < limit:
+            self._overflow = False  # every pending event is known again after this
+        for stored in found:
+            if stored.id not in self._finished:  # finished while the query ran
+                self.submit(stored, scanned=True)
+
+    def _start_ready(self) -> float | None:
         now = self._clock()
-        next_due: float | None = None
-        heads: dict[str, StoredEvent] = {}
-        # the oldest pending events are enough to find every signing's head event
-        # while the backlog is moderate; a larger backlog drains from the oldest on
-        for stored in await self.inbox.pending(limit=max(1000, 50 * self.concurrency)):
-            heads.setdefault(stored.signing_token or stored.id, stored)
-        for key, stored in heads.items():
-            if key in self._tasks or len(self._tasks) >= self.concurrency:
+        while self._later and self._later[0][0] <= now:
+            self._ready.append(heapq.heappop(self._later)[1])
+        while self._ready and len(self._tasks) < self.concurrency:
+            key = self._ready.popleft()
+            queue = self._backlog.get(key)
+            if key in self._tasks or not queue:
                 continue
-            if stored.next_attempt_at > now:
-                next_due = min(next_due or stored.next_attempt_at, stored.next_attempt_at)
+            if queue[0].next_attempt_at > now:
+                heapq.heappush(self._later, (queue[0].next_attempt_at, key))
                 continue
-            task = asyncio.create_task(self._process(stored), name=f"dokobit-dispatch-{key[:6]}")
+            task = asyncio.create_task(self._process(key, queue[0]), name="dokobit-dispatch")
             self._tasks[key] = task
-            task.add_done_callback(functools.partial(self._finished, key))
-        return next_due
+            task.add_done_callback(functools.partial(self._task_done, key))
+        return self._later[0][0] if self._later else None
 
-    def _finished(self, key: str, _: object = None) -> None:
+    def _task_done(self, key: str, _: object = None) -> None:
         self._tasks.pop(key, None)
+        if key in self._backlog:
+            self._ready.append(key)
         self.wake.set()
 
     async def drain(self, timeout: float) -> None:
@@ -162,31 +226,43 @@ class Dispatcher:
         for task in running:
             task.cancel()
         if running:
-            await asyncio.wait(running)
+            await asyncio.wait(running, timeout=max(1.0, timeout))
             logger.warning(
                 "shutdown: %d events left in the inbox for the next start", len(running)
             )
 
-    async def _process(self, stored: StoredEvent) -> None:
+    async def _process(self, key: str, stored: StoredEvent) -> None:
         try:
-            await self._handle(stored)
-        except Exception as exc:  # a bug of ours: keep the event, retry it later
+            finished = await self._handle(stored)
+        except Exception as exc:  # a bug of ours, or the inbox failing: retry it later
             logger.exception("dispatching postback %s failed", stored.action)
-            await self.inbox.record_failure(
-                stored.id,
-                error=f"dispatcher: {type(exc).__name__}: {exc}",
-                next_attempt_at=self._clock() + self.retry.backoff(stored.attempts + 1),
-            )
+            finished = False
+            with contextlib.suppress(Exception):
+                finished = await self._failed(stored, f"dispatcher: {type(exc).__name__}: {exc}")
+        queue = self._backlog[key]
+        try:
+            fresh = None if finished else await self.inbox.get(stored.id)
+        except Exception:  # the inbox is failing: back off in memory, look again later
+            delay = self.retry.backoff(stored.attempts + 1, self._rng)
+            fresh = attrs.evolve(stored, next_attempt_at=self._clock() + max(delay, 1.0))
+        if fresh is not None and fresh.state == "pending":
+            queue[0] = fresh  # to be retried: attempts, handlers done, next attempt time
+        else:
+            queue.popleft()
+            self._known.discard(stored.id)
+            self._finished.add(stored.id)
+        if not queue:
+            del self._backlog[key]
 
-    async def _handle(self, stored: StoredEvent) -> None:
+    async def _handle(self, stored: StoredEvent) -> bool:
+        """Dispatch one event; whether it is finished (done, dead or unconfirmed)."""
         received = datetime.fromtimestamp(stored.received_at, tz=timezone.utc)
         event = parse_postback(stored.body, stored.content_type, received_at=received)
         shown = shown_token(event.token)
         try:
             confirmed = await self._confirmed(event)
         except DokobitError as exc:
-            await self._failed(stored, event, f"confirmation failed: {exc}")
-            return
+            return await self._failed(stored, f"confirmation failed: {exc}")
         if confirmed is False:
             await self.inbox.set_state(
                 stored.id, "unconfirmed", error="the API does not confirm this event"
@@ -194,18 +270,21 @@ class Dispatcher:
             logger.warning(
                 "postback %s for %s kept aside: the API does not confirm it", event.action, shown
             )
-            return
+            return True
         outcome = await self._dispatch(event, stored.handlers_done)
-        errors = []
-        for name, error in outcome.items():
-            if error is None:
-                await self.inbox.mark_handler_done(stored.id, name)
-            else:
-                errors.append(f"{name}: {type(error).__name__}: {error}")
-        if errors:
-            await self._failed(stored, event, "; ".join(errors))
-        else:
-            await self.inbox.set_state(stored.id, "done")
+        errors = [
+            f"{name}: {type(error).__name__}: {error}"
+            for name, error in outcome.items()
+            if error is not None
+        ]
+        # queued together, these writes share one group commit (one fsync)
+        await asyncio.gather(
+            *(self.inbox.mark_handler_done(stored.id, n) for n, e in outcome.items() if e is None),
+            *([] if errors else [self.inbox.set_state(stored.id, "done")]),
+        )
+        if not errors:
+            return True
+        return await self._failed(stored, "; ".join(errors))
 
     async def _confirmed(self, event: Event) -> bool | None:
         if self.client is None:
@@ -235,28 +314,31 @@ class Dispatcher:
             handled[name] = await wait
         return handled
 
-    async def _failed(self, stored: StoredEvent, event: Event, error: str) -> None:
+    async def _failed(self, stored: StoredEvent, error: str) -> bool:
+        """Count a failed attempt; whether the event is finished (dead-lettered)."""
         attempts = stored.attempts + 1
         delay = self.retry.backoff(attempts, self._rng)
         attempts = await self.inbox.record_failure(
             stored.id, error=error, next_attempt_at=self._clock() + delay
         )
-        shown = shown_token(event.token)
+        shown = shown_token(stored.signing_token)
         if attempts >= self.retry.max_attempts:
             await self.inbox.set_state(stored.id, "dead", error=error)
             logger.warning(
                 "postback %s for %s dead-lettered after %d attempts: %s",
-                event.action,
+                stored.action,
                 shown,
                 attempts,
                 error,
             )
+            return True
         else:
             logger.warning(
                 "postback %s for %s failed (attempt %d), retrying in %.1f s: %s",
-                event.action,
+                stored.action,
                 shown,
                 attempts,
                 delay,
                 error,
             )
+        return False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import json
 import os
 import sqlite3
@@ -145,50 +146,21 @@ class _Store:
         conn.execute("COMMIT")
         self.commits += 1
 
-    def add_batch(self, rows: Sequence[_NewRow]) -> builtins.list[bool | Exception]:
-        """Insert ``rows`` in one transaction (one fsync for the whole batch). Each row
-        has its own savepoint, so a row that cannot be stored fails alone: its slot in
-        the result holds the exception, the others still commit."""
-        results: builtins.list[bool | Exception] = []
+    def run_batch(self, ops: Sequence[_WriteOp]) -> builtins.list[Any]:
+        """Run write ``ops`` in one transaction (one fsync for the whole batch). Each op
+        has its own savepoint, so an op that fails fails alone: its slot in the result
+        holds the exception, the others still commit."""
+        results: builtins.list[Any] = []
         with self._write() as conn:
-            for row in rows:
-                conn.execute("SAVEPOINT one_row")
+            for op in ops:
+                conn.execute("SAVEPOINT one_op")
                 try:
-                    results.append(conn.execute(_INSERT, row).rowcount == 1)
+                    results.append(op(conn))
                 except (sqlite3.Error, UnicodeError, ValueError, OverflowError) as exc:
-                    conn.execute("ROLLBACK TO one_row")
+                    conn.execute("ROLLBACK TO one_op")
                     results.append(exc)
-                conn.execute("RELEASE one_row")
+                conn.execute("RELEASE one_op")
         return results
-
-    def mark_handler_done(self, id: str, handler: str) -> bool:
-        with self._write() as conn:
-            row = conn.execute("SELECT handlers_done FROM events WHERE id = ?", (id,)).fetchone()
-            if row is None:
-                return False
-            names = set(json.loads(row[0]))
-            if handler not in names:
-                names.add(handler)
-                conn.execute(
-                    "UPDATE events SET handlers_done = ? WHERE id = ?",
-                    (json.dumps(sorted(names)), id),
-                )
-            return True
-
-    def record_failure(self, id: str, error: str, next_attempt_at: float) -> int | None:
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE events SET attempts = attempts + 1, last_error = ?,"
-                " next_attempt_at = ? WHERE id = ?",
-                (error, next_attempt_at, id),
-            )
-            row = conn.execute("SELECT attempts FROM events WHERE id = ?", (id,)).fetchone()
-            return None if row is None else int(row[0])
-
-    def set_state(self, id: str, state: str, error: str | None) -> bool:
-        with self._write() as conn:
-            sql = "UPDATE events SET state = ?, last_error = COALESCE(?, last_error) WHERE id = ?"
-            return conn.execute(sql, (state, error, id)).rowcount == 1
 
     def retry(self, id: str | None) -> int:
         sql = (
@@ -231,6 +203,43 @@ class _Store:
         return counts
 
 
+_WriteOp = Callable[[sqlite3.Connection], Any]
+
+
+def _insert_op(row: _NewRow, conn: sqlite3.Connection) -> bool:
+    return conn.execute(_INSERT, row).rowcount == 1
+
+
+def _mark_handler_done_op(id: str, handler: str, conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT handlers_done FROM events WHERE id = ?", (id,)).fetchone()
+    if row is None:
+        return False
+    names = set(json.loads(row[0]))
+    if handler not in names:
+        names.add(handler)
+        conn.execute(
+            "UPDATE events SET handlers_done = ? WHERE id = ?", (json.dumps(sorted(names)), id)
+        )
+    return True
+
+
+def _record_failure_op(
+    id: str, error: str, next_attempt_at: float, conn: sqlite3.Connection
+) -> int | None:
+    conn.execute(
+        "UPDATE events SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+        " WHERE id = ?",
+        (error, next_attempt_at, id),
+    )
+    row = conn.execute("SELECT attempts FROM events WHERE id = ?", (id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _set_state_op(id: str, state: str, error: str | None, conn: sqlite3.Connection) -> bool:
+    sql = "UPDATE events SET state = ?, last_error = COALESCE(?, last_error) WHERE id = ?"
+    return conn.execute(sql, (state, error, id)).rowcount == 1
+
+
 def _event_from_row(row: _Row) -> StoredEvent:
     fields = dict(zip(_FIELDS, row, strict=True))
     fields["body"] = bytes(fields["body"])
@@ -262,7 +271,7 @@ class SQLiteInbox(_Lifecycle):
         self._batch_max = batch_max
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
-        self._queue: deque[tuple[_NewRow, asyncio.Future[bool]]] = deque()
+        self._queue: deque[tuple[_WriteOp, asyncio.Future[Any]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._lifecycle = asyncio.Lock()
 
@@ -347,10 +356,15 @@ class SQLiteInbox(_Lifecycle):
         Returns once the transaction that holds the event has committed (group commit).
         """
         row = _new_row(id, signing_token, action, body, content_type, received_at)
+        stored: bool = await self._enqueue(functools.partial(_insert_op, row))
+        return stored
+
+    async def _enqueue(self, op: _WriteOp) -> Any:
+        """Run a write in the next group commit; its result, or its error raised."""
         executor = self._require_open()
         loop = asyncio.get_running_loop()
-        committed: asyncio.Future[bool] = loop.create_future()
-        self._queue.append((row, committed))
+        committed: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((op, committed))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush(executor), name="dokobit-inbox-commit")
         return await committed
@@ -363,8 +377,8 @@ class SQLiteInbox(_Lifecycle):
                 size = min(len(self._queue), self._batch_max)
                 batch = [self._queue.popleft() for _ in range(size)]
                 try:
-                    stored = await loop.run_in_executor(
-                        executor, self._store.add_batch, [row for row, _ in batch]
+                    outcomes = await loop.run_in_executor(
+                        executor, self._store.run_batch, [op for op, _ in batch]
                     )
                 except asyncio.CancelledError:
                     for _, waiter in (*batch, *self._queue):
@@ -377,15 +391,15 @@ class SQLiteInbox(_Lifecycle):
                 except Exception as exc:
                     for _, waiter in batch:
                         if not waiter.done():
-                            error = InboxError(f"inbox {self.path!r}: event not stored: {exc}")
+                            error = InboxError(f"inbox {self.path!r}: not written: {exc}")
                             error.__cause__ = exc
                             waiter.set_exception(error)
                     continue
-                for (_, waiter), outcome in zip(batch, stored, strict=True):
+                for (_, waiter), outcome in zip(batch, outcomes, strict=True):
                     if waiter.done():
                         continue
                     if isinstance(outcome, Exception):
-                        error = InboxError(f"inbox {self.path!r}: event not stored: {outcome}")
+                        error = InboxError(f"inbox {self.path!r}: not written: {outcome}")
                         error.__cause__ = outcome
                         waiter.set_exception(error)
                     else:
@@ -408,12 +422,14 @@ class SQLiteInbox(_Lifecycle):
 
     async def mark_handler_done(self, id: str, handler: str) -> None:
         """Record that ``handler`` succeeded for the event (idempotent)."""
-        if not await self._call(lambda: self._store.mark_handler_done(id, handler)):
+        if not await self._enqueue(functools.partial(_mark_handler_done_op, id, handler)):
             raise EventNotFoundError(id)
 
     async def record_failure(self, id: str, *, error: str, next_attempt_at: float) -> int:
         """Count a failed attempt, keep the error and the retry time; the new count."""
-        attempts = await self._call(lambda: self._store.record_failure(id, error, next_attempt_at))
+        attempts: int | None = await self._enqueue(
+            functools.partial(_record_failure_op, id, error, next_attempt_at)
+        )
         if attempts is None:
             raise EventNotFoundError(id)
         return attempts
@@ -421,7 +437,7 @@ class SQLiteInbox(_Lifecycle):
     async def set_state(self, id: str, state: InboxState, *, error: str | None = None) -> None:
         """Move the event to ``state``; ``error`` (if given) becomes ``last_error``."""
         _check_state(state)
-        if not await self._call(lambda: self._store.set_state(id, state, error)):
+        if not await self._enqueue(functools.partial(_set_state_op, id, state, error)):
             raise EventNotFoundError(id)
 
     async def list(

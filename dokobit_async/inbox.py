@@ -25,13 +25,14 @@ Durability (:class:`SQLiteInbox`)
 
 Group commit
 ------------
-An fsync costs far more than an insert, so ``add()`` does not commit on its own. It
-queues the event and waits. One flusher task hands the queue to the worker thread,
-which inserts up to ``batch_max`` events in one transaction, commits once (one fsync)
-and wakes every waiting ``add()``. Events that arrive while that commit is in flight
-wait for the next one, so under load many acknowledgements share one fsync, while a
-lone event is still committed at once (no timer). ``SQLiteInbox.commits`` counts the
-write transactions.
+An fsync costs far more than an insert, so ``add()`` does not commit on its own, and
+neither do the dispatcher's writes (``mark_handler_done``, ``record_failure``,
+``set_state``). Each queues its write and waits. One flusher task hands the queue to
+the worker thread, which runs up to ``batch_max`` writes in one transaction, each in
+its own savepoint (a write that fails fails alone), commits once (one fsync) and wakes
+every waiter. Writes that arrive while that commit is in flight wait for the next one,
+so under load many acknowledgements share one fsync, while a lone write is still
+committed at once (no timer). ``SQLiteInbox.commits`` counts the write transactions.
 
 All SQLite work runs on one dedicated worker thread that owns the connection, never on
 the event loop. The database is in WAL mode with a busy timeout, so readers never block

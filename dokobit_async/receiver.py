@@ -36,7 +36,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from ._dispatcher import Delivery, Dispatcher, shown_token
 from .events import event_key, mint_postback_secret, parse_postback, verify_postback_secret
 from .exceptions import InvalidArgumentError, InvalidPostbackError
-from .inbox import Inbox, MemoryInbox
+from .inbox import Inbox, MemoryInbox, StoredEvent
 from .retry import RetryPolicy
 from .routing import Router
 from .sansio import redact_url
@@ -163,6 +163,7 @@ class PostbackReceiver:
             confirm_attempts=self.confirm_attempts,
             confirm_delay=self.confirm_delay,
         )
+        await dispatcher.start()
         self._dispatcher = dispatcher
         loop_task = asyncio.create_task(dispatcher.run(), name="dokobit-dispatcher")
         try:
@@ -217,14 +218,28 @@ class PostbackReceiver:
         except InvalidPostbackError as exc:
             logger.info("postback refused: %s", exc.reason)
             return _answer(400, exc.reason)
+        fresh = StoredEvent(
+            id=event_key(event),
+            seq=0,
+            signing_token=event.token or "",
+            action=event.action,
+            body=body,
+            content_type=request.content_type,
+            received_at=time.time(),
+            state="pending",
+            attempts=0,
+            next_attempt_at=0.0,
+            last_error=None,
+            handlers_done=frozenset(),
+        )  # seq is given by the inbox; the dispatcher keeps arrival order by itself
         try:
             stored = await self.inbox.add(
-                id=event_key(event),
-                signing_token=event.token or "",
-                action=event.action,
+                id=fresh.id,
+                signing_token=fresh.signing_token,
+                action=fresh.action,
                 body=body,
-                content_type=request.content_type,
-                received_at=time.time(),
+                content_type=fresh.content_type,
+                received_at=fresh.received_at,
             )
         except Exception:
             logger.exception(
@@ -240,7 +255,7 @@ class PostbackReceiver:
             "stored" if stored else "duplicate, already stored",
         )
         if stored and self._dispatcher is not None:
-            self._dispatcher.wake.set()
+            self._dispatcher.submit(fresh)
         return _answer(200, "ok")
 
     async def _read(self, request: web.Request) -> bytes | None:
