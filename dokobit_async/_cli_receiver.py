@@ -119,7 +119,10 @@ def add_parsers(command: Command) -> None:
         "--older-than",
         type=_seconds,
         metavar="SECONDS",
-        help="only events received more than SECONDS ago",
+        default=2 * 24 * 3600,
+        help="only events received more than SECONDS ago (default: two days, past "
+        "Dokobit's last retry at 24 h, so a purged event cannot come back as new; "
+        "0 purges all)",
     )
 
 
@@ -313,7 +316,7 @@ async def inbox(args: argparse.Namespace) -> int:
             moved = await box.retry(event_id)
             _out(f"{moved} event{'' if moved == 1 else 's'} back to pending")
         else:
-            older = None if args.older_than is None else time.time() - args.older_than
+            older = None if not args.older_than else time.time() - args.older_than
             gone = await box.purge(state=args.state, older_than=older)
             _out(f"{gone} {args.state} event{'' if gone == 1 else 's'} purged")
     return 0

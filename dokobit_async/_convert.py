@@ -10,6 +10,7 @@ is not consistent about sending codes as numbers or strings).
 from __future__ import annotations
 
 import enum
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -57,11 +58,18 @@ def _structure_str(value: Any, _: Any = None) -> str:
     raise TypeError(f"expected text, got {type(value).__name__}")
 
 
+_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
+_FRACTION = re.compile(r"\.(\d+)")
+
+
 def parse_datetime(value: Any, _: Any = None) -> datetime | None:
     """ISO-8601 (``Z`` allowed) or ``YYYY-MM-DD HH:MM:SS``; naive results are UTC."""
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    # what Python 3.10's fromisoformat does not read: "+0200", 1-5 or 7+ digit fractions
+    text = _OFFSET.sub(r"\1:\2", text)
+    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

@@ -21,6 +21,7 @@ import inspect
 import os
 import secrets
 import tempfile
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -122,8 +123,19 @@ def _scan_bytes(data: bytes) -> _Digest:
     return digest
 
 
+_used_streams: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 async def _spool(file: SigningFile, stack: contextlib.AsyncExitStack) -> PreparedFile:
     assert file.stream is not None
+    try:
+        if file.stream in _used_streams:
+            raise InvalidArgumentError(
+                f"the stream of {file.name!r} was used already; a stream can be sent once"
+            )
+        _used_streams.add(file.stream)
+    except TypeError:  # not weak-referenceable: cannot tell, so trust the caller
+        pass
     fd, name = tempfile.mkstemp(prefix="dokobit-upload-")
     stack.callback(_unlink, Path(name))
     digest = _Digest()

@@ -143,7 +143,10 @@ class DokobitClient:
             raise InvalidArgumentError("access_token must be a non-empty string")
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-            raise InvalidArgumentError(f"base_url must be an http(s) URL: {base_url!r}")
+            shown = sansio.redact_url(base_url)
+            raise InvalidArgumentError(
+                f"base_url must be an http(s) URL without a query: {shown!r}"
+            )
         if body_encoding not in sansio.BODY_ENCODINGS:
             raise InvalidArgumentError(
                 f"body_encoding must be 'form' or 'json': {body_encoding!r}"
@@ -227,6 +230,8 @@ class DokobitClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("this DokobitClient is closed")
+        if self._session is not None and self._session.closed:
+            raise ClientClosedError("the aiohttp session given to this DokobitClient is closed")
         if self._session is None:
             session = aiohttp.ClientSession(timeout=self._client_timeout)
             # aiohttp resends an idempotent request by itself, once, when a reused
@@ -341,6 +346,7 @@ class DokobitClient:
                     data=body,
                     timeout=self._client_timeout,
                     allow_redirects=True,
+                    raise_for_status=False,  # a borrowed session may raise by default
                 )
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 outcome, kind = _classify(exc)

@@ -261,10 +261,12 @@ def parse_postback(
 def event_key(event: Event) -> str:
     """The key that all copies of one postback share (Dokobit's retries repeat it).
 
-    ``(token, action, signer)`` when there is a token, as the spec recommends; for a
-    token-less (unknown) postback, the whole body.
+    ``(token, action, signer)`` when there is a token and a signer, as the spec
+    recommends; otherwise the whole body (Dokobit's retries repeat it byte for byte).
+    Without a signer, ``(token, action)`` alone would merge the postbacks of different
+    people, and where the signer is named is only inferred for the Universal API.
     """
-    if event.token:
+    if event.token and event.signer:
         basis: Any = [event.token, event.action, event.signer]
     else:
         basis = dict(event.raw)
@@ -274,7 +276,8 @@ def event_key(event: Event) -> str:
 
 _NONCE_BYTES = 16
 _MAC_CHARS = 32
-_SEGMENT = re.compile(rf"[0-9a-f]{{{2 * _NONCE_BYTES}}}\.[0-9a-f]{{{_MAC_CHARS}}}")
+SECRET_SEGMENT = re.compile(rf"[0-9a-f]{{{2 * _NONCE_BYTES}}}\.[0-9a-f]{{{_MAC_CHARS}}}")
+"""The shape of a minted ``nonce.mac`` segment (logs mask anything that matches)."""
 
 
 def _mac(secret: bytes, nonce: str) -> str:
@@ -289,7 +292,7 @@ def mint_postback_secret(secret: bytes) -> str:
 
 def verify_postback_secret(secret: bytes, segment: str) -> bool:
     """Whether ``segment`` was minted under ``secret`` (constant-time comparison)."""
-    if not _SEGMENT.fullmatch(segment):
+    if not SECRET_SEGMENT.fullmatch(segment):
         return False
     nonce, _, mac = segment.partition(".")
     return hmac.compare_digest(_mac(secret, nonce), mac)

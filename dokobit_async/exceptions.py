@@ -24,8 +24,8 @@ One root, structured attributes, builtin mix-ins where they fit::
 
 No exception from aiohttp ever reaches the caller: aiohttp's exceptions embed the full
 request URL, and the access token travels in that URL's query string. Our errors carry
-URLs only in redacted form (``access_token=***``) and are raised without a chained
-cause or context, so not even a traceback shows the original message.
+URLs only in redacted form (``access_token=***``), and an aiohttp error is never
+chained to them as cause or context, so not even a traceback shows its message.
 """
 
 from __future__ import annotations

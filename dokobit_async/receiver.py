@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,13 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestPayloadError
 
 from ._dispatcher import Delivery, Dispatcher, shown_token
-from .events import event_key, mint_postback_secret, parse_postback, verify_postback_secret
+from .events import (
+    SECRET_SEGMENT,
+    event_key,
+    mint_postback_secret,
+    parse_postback,
+    verify_postback_secret,
+)
 from .exceptions import InvalidArgumentError, InvalidPostbackError
 from .inbox import Inbox, MemoryInbox, StoredEvent
 from .retry import RetryPolicy
@@ -48,13 +53,12 @@ __all__ = ["Delivery", "PostbackReceiver", "RedactingAccessLogger"]
 
 logger = logging.getLogger("dokobit_async.receiver")
 
-_MINTED = re.compile(r"[0-9a-f]{32}\.[0-9a-f]{32}")
 _READ_CHUNK = 64 * 1024
 
 
 def redact_path(text: str) -> str:
     """``text`` with minted postback secrets and access tokens masked."""
-    return redact_url(_MINTED.sub("***", text))
+    return redact_url(SECRET_SEGMENT.sub("***", text))
 
 
 class RedactingAccessLogger(AccessLogger):
@@ -110,6 +114,11 @@ class PostbackReceiver:
         self.inbox: Inbox = inbox if inbox is not None else MemoryInbox()
         if inbox is None:
             logger.warning("no inbox given: postbacks are kept in memory only")
+        if key is None and (client is None or not confirm):
+            logger.warning(
+                "neither a secret nor a client to confirm with: anyone who can reach the "
+                "receiver can make its handlers run"
+            )
         self._secret = key
         self.client = client if confirm else None
         self.consumers = tuple(consumers)
@@ -136,14 +145,20 @@ class PostbackReceiver:
         return f"{base}/{mint_postback_secret(self._secret)}" if self._secret else base
 
     def app(self) -> web.Application:
-        """A new application with only the receiver in it."""
+        """A new application with only the receiver in it.
+
+        Serve it with ``access_log_class=RedactingAccessLogger``: aiohttp's default
+        access log writes the request path, and the path carries the URL's secret.
+        """
         application = web.Application(client_max_size=self.max_body_size)
         self.setup(application)
         return application
 
     def setup(self, app: web.Application, *, path: str | None = None) -> None:
         """Mount the receiver into ``app`` (routes, and the inbox and dispatcher as a
-        ``cleanup_ctx``); ``path`` overrides the constructor's."""
+        ``cleanup_ctx``); ``path`` overrides the constructor's. Run ``app`` with
+        ``access_log_class=RedactingAccessLogger`` (or no access log): the default
+        one writes the path, which carries the URL's secret."""
         if path is not None:
             self.path = path
         app[RECEIVER_KEY] = self

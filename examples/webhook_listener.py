@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def make_router(client: DokobitClient, folder: Path, saved: asyncio.Queue[Path])
             return
         # download_file adds the access token, and only for the API's own host. If it
         # raises, the receiver retries this handler later (the postback is stored).
-        path = await client.download_file(event.file, folder / f"{event.token}.pdf")
+        # the token comes from the request: keep only safe characters for a file name
+        safe = re.sub(r"[^A-Za-z0-9_-]", "_", event.token or "unknown")[:80]
+        path = await client.download_file(event.file, folder / f"{safe}.pdf")
         print(f"saved {path} ({path.stat().st_size} bytes)")
         await saved.put(path)
 

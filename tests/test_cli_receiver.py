@@ -465,7 +465,9 @@ def test_inbox_list_show_retry_purge(capsys: pytest.CaptureFixture[str], tmp_pat
     code, out, _ = run(capsys, "inbox", "purge", "--older-than", "3600", *inbox)
     assert (code, out) == (0, "1 done event purged\n")
     assert "cccc3333" not in states(db)
-    code, out, _ = run(capsys, "inbox", "purge", *inbox)
+    code, out, _ = run(capsys, "inbox", "purge", *inbox)  # keeps the last two days
+    assert (code, out) == (0, "0 done events purged\n")
+    code, out, _ = run(capsys, "inbox", "purge", "--older-than", "0", *inbox)
     assert (code, out) == (0, "1 done event purged\n")
     assert sorted(states(db).values()) == ["pending"] * 3
 

@@ -545,3 +545,12 @@ def test_bad_segments_are_rejected_without_exception(segment: str) -> None:
 def test_verify_never_raises_on_arbitrary_text(segment: str) -> None:
     """``verify_postback_secret`` answers a bool for any text at all."""
     assert verify_postback_secret(SECRET, segment) is False
+
+
+def test_postbacks_without_a_signer_are_keyed_by_their_whole_body() -> None:
+    """Where the signer is not named, two people's ``signer_signed`` of one signing
+    must not collapse into one "duplicate"; a byte-identical retry still does."""
+    first = b'{"action": "signer_signed", "token": "T", "signer_info": {"code": "1"}}'
+    second = b'{"action": "signer_signed", "token": "T", "signer_info": {"code": "2"}}'
+    assert event_key(parse_postback(first)) != event_key(parse_postback(second))
+    assert event_key(parse_postback(first)) == event_key(parse_postback(first))

@@ -111,3 +111,21 @@ def test_json_encoding_nests_and_cannot_be_confused_by_caller_text() -> None:
     assert body["files"][0] == {"name": "a+b.pdf", "content": "QUJD", "digest": "d" * 64}
     assert body["hard_deadline"] is False
     assert body["signers"] == [{"external_id": "u1", "email": "u@x.lt", "sequence": 2}]
+
+
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        ("2020-01-01T00:00:00+0200", "2020-01-01T00:00:00+02:00"),
+        ("2020-01-01T00:00:00.12Z", "2020-01-01T00:00:00.120000+00:00"),
+        ("2020-01-01 10:00:00", "2020-01-01T10:00:00+00:00"),
+        ("2020-01-01T00:00:00.1234567+02:00", "2020-01-01T00:00:00.123456+02:00"),
+    ],
+)
+def test_dates_parse_the_same_on_every_supported_python(text: str, iso: str) -> None:
+    """PHP-style offsets and odd fraction lengths parse on 3.10 as on 3.11+."""
+    from dokobit_async._convert import parse_datetime
+
+    parsed = parse_datetime(text)
+    assert parsed is not None
+    assert parsed.isoformat() == iso

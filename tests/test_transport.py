@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from dokobit_async import (
+    ClientClosedError,
     DokobitClient,
     ExternalSigner,
+    InvalidArgumentError,
     OutcomeUnknownError,
     RequestTimeoutError,
     RetryPolicy,
@@ -273,3 +276,56 @@ async def test_read_timeout_is_retried_for_status_and_unknown_for_create(
     for error in (status_error.value, create_error.value):
         assert TOKEN not in str(error)
         assert "access_token=***" in str(error)
+
+
+async def test_a_borrowed_session_is_used_as_is_and_never_closed(
+    serve: Callable[[str, str, Handler], Awaitable[str]],
+) -> None:
+    """A caller's session that raises for status still gives our error mapping (a 400
+    is a ValidationError, sent once), and the client leaves the session open."""
+    calls: list[str] = []
+
+    async def status(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        return web.json_response(
+            {"status": "error", "message": "Data validation failed", "errors": ["bad"]},
+            status=400,
+        )
+
+    base = await serve("GET", "/api/signing-external/{token}/status.json", status)
+    async with aiohttp.ClientSession(raise_for_status=True) as session:
+        async with client_for(base, session=session) as client:
+            with pytest.raises(ValidationError):
+                await client.external.status("S1")
+        assert not session.closed
+    assert len(calls) == 1
+    late = client_for(base, session=session)
+    with pytest.raises(ClientClosedError):
+        await late.external.status("S1")
+
+
+async def test_a_stream_can_be_sent_only_once(
+    serve: Callable[[str, str, Handler], Awaitable[str]],
+) -> None:
+    """Re-sending a consumed stream would upload an empty file with a valid digest:
+    the second use is refused before anything is sent."""
+    calls: list[int] = []
+
+    async def upload(request: web.Request) -> web.Response:
+        calls.append(len(await request.read()))
+        return web.json_response({"status": "ok", "token": "V1"})
+
+    base = await serve("POST", "/api/validation/upload.json", upload)
+    file = SigningFile.from_stream(_chunks(b"signed bytes", 4), name="a.asice")
+    async with client_for(base) as client:
+        assert await client.validation.upload(file) == "V1"
+        with pytest.raises(InvalidArgumentError, match="used already"):
+            await client.validation.upload(file)
+    assert len(calls) == 1
+
+
+def test_a_base_url_with_a_token_in_it_is_refused_without_echoing_it() -> None:
+    """The error names the problem, not the token."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        DokobitClient(TOKEN, base_url="https://h.example?access_token=SECRET-IN-URL")
+    assert "SECRET-IN-URL" not in str(caught.value)
