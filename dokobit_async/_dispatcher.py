@@ -106,6 +106,7 @@ class Dispatcher:
         retry: RetryPolicy,
         confirm_attempts: int,
         confirm_delay: float,
+        ack_timeout: float | None = None,
     ):
         self.router = router
         self.inbox = inbox
@@ -114,6 +115,8 @@ class Dispatcher:
         self.retry = retry
         self.confirm_attempts = confirm_attempts
         self.confirm_delay = confirm_delay
+        self.ack_timeout = ack_timeout
+        self.stopped = asyncio.Event()  # set once draining begins: consumers stop
         self.queues: dict[str, asyncio.Queue[Delivery]] = {c: asyncio.Queue() for c in consumers}
         self.wake = asyncio.Event()
         self._backlog: dict[str, deque[StoredEvent]] = {}  # key -> unfinished, in order
@@ -219,6 +222,7 @@ class Dispatcher:
     async def drain(self, timeout: float) -> None:
         """Let running events finish within ``timeout``; cancel the rest (they stay
         pending in the inbox)."""
+        self.stopped.set()
         tasks = list(self._tasks.values())
         if not tasks:
             return
@@ -311,7 +315,10 @@ class Dispatcher:
             waits[CONSUMER_PREFIX + name] = outcome
         handled = await self.router.dispatch(event, skip=done)
         for name, wait in waits.items():
-            handled[name] = await wait
+            try:
+                handled[name] = await asyncio.wait_for(wait, self.ack_timeout)
+            except asyncio.TimeoutError:
+                handled[name] = TimeoutError(f"not acknowledged within {self.ack_timeout} s")
         return handled
 
     async def _failed(self, stored: StoredEvent, error: str) -> bool:

@@ -77,10 +77,12 @@ class PostbackReceiver:
     """Receives postbacks, stores them durably, dispatches them to ``router``.
 
     ``secret`` (16+ bytes) turns on the URL check: only URLs minted by
-    :meth:`postback_url` are accepted. With ``client``, each event is confirmed
-    against the API before dispatch (``confirm=False`` turns it off); confirmations
-    share the client's rate limit. ``consumers`` names the pipeline consumers that
-    :meth:`deliveries` serves. Without ``inbox``, events are kept in memory only.
+    :meth:`postback_url` are accepted. With ``client``, the events the status
+    endpoint can confirm are confirmed against the API before dispatch
+    (``confirm=False`` turns it off); confirmations share the client's rate limit.
+    ``consumers`` names the pipeline consumers that :meth:`deliveries` serves; a
+    delivery not acknowledged within ``ack_timeout`` seconds counts as failed and
+    comes again later. Without ``inbox``, events are kept in memory only.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class PostbackReceiver:
         confirm_attempts: int = 4,
         confirm_delay: float = 2.0,
         shutdown_timeout: float = 10.0,
+        ack_timeout: float | None = 300.0,
     ):
         key = secret.encode() if isinstance(secret, str) else secret
         if key is not None and len(key) < 16:
@@ -130,6 +133,7 @@ class PostbackReceiver:
         self.confirm_attempts = confirm_attempts
         self.confirm_delay = confirm_delay
         self.shutdown_timeout = shutdown_timeout
+        self.ack_timeout = ack_timeout
         self._dispatcher: Dispatcher | None = None
 
     def __repr__(self) -> str:
@@ -177,6 +181,7 @@ class PostbackReceiver:
             retry=self.retry,
             confirm_attempts=self.confirm_attempts,
             confirm_delay=self.confirm_delay,
+            ack_timeout=self.ack_timeout,
         )
         await dispatcher.start()
         self._dispatcher = dispatcher
@@ -196,12 +201,26 @@ class PostbackReceiver:
         order per signing; ``await delivery.ack()`` when done with each."""
         if name not in self.consumers:
             raise InvalidArgumentError(f"{name!r} is not one of the declared consumers")
+        served = None
         while True:
             dispatcher = self._dispatcher
             if dispatcher is None:
+                if served is not None:
+                    return  # the receiver stopped
                 await asyncio.sleep(0.05)
                 continue
-            yield await dispatcher.queues[name].get()
+            served = dispatcher
+            getter = asyncio.ensure_future(dispatcher.queues[name].get())
+            stopper = asyncio.ensure_future(dispatcher.stopped.wait())
+            try:
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+                if not getter.done():
+                    getter.cancel()
+            if not getter.done() or getter.cancelled():
+                return
+            yield getter.result()
 
     # ------------------------------------------------------------------ HTTP
 

@@ -362,3 +362,57 @@ async def test_signer_and_created_events_are_typed(serve: Serve) -> None:
     assert got[0].signer == "S1"
     assert got[0].signer_info is not None
     assert got[0].signer_info.type == "qes"
+
+
+async def test_an_unacknowledged_delivery_times_out_and_the_iterator_ends_on_stop(
+    serve: Serve,
+) -> None:
+    """A consumer that takes a delivery and never acks does not block dispatch for
+    good: after ``ack_timeout`` it counts as failed and comes again; and
+    ``deliveries()`` ends when the receiver stops."""
+    receiver, base = await serve(Router(), consumers=["pipe"], ack_timeout=0.05)
+    await post(receiver.postback_url(base), COMPLETED)
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for delivery in receiver.deliveries("pipe"):
+            seen.append(delivery.event.action)
+            if len(seen) == 2:
+                await delivery.ack()
+
+    consumer = asyncio.create_task(consume())
+    await wait_state(receiver, "done", 1)
+    assert seen == ["signing_completed", "signing_completed"]
+    dispatcher = receiver._dispatcher
+    assert dispatcher is not None
+    await dispatcher.drain(1.0)
+    await asyncio.wait_for(consumer, 5)
+
+
+@pytest.mark.parametrize(
+    ("event", "state", "confirmed"),
+    [
+        (SigningCompleted(action="signing_completed", token="T"), "completed", True),
+        (SigningCompleted(action="signing_completed", token="T"), "archived", True),
+        (SigningCompleted(action="signing_completed", token="T"), "pending", False),
+        (SignerSigned(action="signer_signed", token="T", signer="S"), "pending", True),
+        (SigningCreated(action="signing_created", token="T"), "pending", None),
+    ],
+)
+async def test_confirmation_reads_the_status_endpoint(
+    event: Event, state: str, confirmed: bool | None
+) -> None:
+    """A completed event is confirmed by ``completed`` or (later) ``archived``; a
+    signer event by that signer's status; others are not checked."""
+    from dokobit_async._dispatcher import confirm
+    from dokobit_async.models import SigningStatus, StatusSigner
+
+    class Flow:
+        async def status(self, token: str) -> SigningStatus:
+            signer = StatusSigner(token="S", status="signed")
+            return SigningStatus(status=state, signers=(signer,))
+
+    class Client:
+        external = internal = Flow()
+
+    assert await confirm(Client(), event) is confirmed  # type: ignore[arg-type]
