@@ -1,5 +1,8 @@
 """The pure core: requests as data, body encodings, answers into models or errors.
 
+Postbacks belong here too: :func:`parse_postback` (defined in ``events``, beside the
+event classes it builds) turns a postback body into a typed event.
+
 Nothing here touches a socket, a file or the event loop (a test imports this module in
 a fresh interpreter and checks that aiohttp was not imported). ``client.py`` turns a
 :class:`Request` into HTTP and hands the answer back to :func:`parse_json_response` or
@@ -23,6 +26,7 @@ import attrs
 from cattrs.errors import BaseValidationError
 
 from . import _convert
+from .events import parse_postback
 from .exceptions import (
     APIError,
     AuthenticationError,
@@ -37,6 +41,8 @@ from .exceptions import (
 from .models import SigningFile
 
 T = TypeVar("T")
+
+__all__ = ["Request", "error_from_response", "parse_json_response", "parse_postback"]
 
 FORM = "form"
 JSON = "json"

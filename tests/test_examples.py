@@ -12,6 +12,20 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+def run_example(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run an example as a user would, with no DOKOBIT_* settings but ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     ("script", "output"),
     [
@@ -24,16 +38,7 @@ def test_example_runs_against_the_emulator_and_saves_a_signed_pdf(
 ) -> None:
     """With no DOKOBIT_* variables set, the example completes a signing on the
     emulator and writes the signed PDF to the working directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_example(script, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "status: completed" in result.stdout
     signed = tmp_path / output
@@ -47,16 +52,7 @@ def test_webhook_listener_example_saves_the_document_its_handler_downloads(
     """With no DOKOBIT_* variables, the listener example drives one signing on the
     emulator, its handlers see each postback, the completion handler downloads the
     signed PDF into signed-documents/, and the script exits 0."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "webhook_listener.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_example("webhook_listener.py", tmp_path)
     assert result.returncode == 0, result.stderr
     for action in ("signing_created", "signer_signed", "signing_completed"):
         assert f"postback: {action} " in result.stdout
@@ -68,16 +64,8 @@ def test_webhook_listener_example_saves_the_document_its_handler_downloads(
 
 def test_example_refuses_half_a_configuration(tmp_path: Path) -> None:
     """A base URL without a token (or the reverse) is a clear error, not a guess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
-    env["DOKOBIT_BASE_URL"] = "https://beta.dokobit.com"
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "external_signing.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run_example(
+        "external_signing.py", tmp_path, DOKOBIT_BASE_URL="https://beta.dokobit.com"
     )
     assert result.returncode != 0
     assert "set both DOKOBIT_BASE_URL and DOKOBIT_ACCESS_TOKEN" in result.stderr
