@@ -47,14 +47,24 @@ class Router:
 
     def __init__(self, *routers: Router):
         self._routes: list[tuple[Key, Handler]] = []
+        self._names: dict[int, str] = {}  # id(handler) -> explicit name
+        self._keep: list[Handler] = []
         self._children = routers
 
     def __repr__(self) -> str:
         return f"<Router {len(self.handlers())} handlers>"
 
-    def add(self, key: type[Event] | str | None, handler: Handler) -> None:
+    def add(
+        self, key: type[Event] | str | None, handler: Handler, *, name: str | None = None
+    ) -> None:
         """Register ``handler`` for an event class, an action string, or (``None``)
-        every event."""
+        every event.
+
+        ``name`` is what the receiver records when the handler succeeds for an event
+        (default ``module.qualname``). Give one when several handlers share a
+        qualname (lambdas, factories): unnamed ones are told apart by registration
+        order (``#2``, ``#3``), which must then stay the same across deploys.
+        """
         if not (
             key is None
             or isinstance(key, str)
@@ -63,13 +73,19 @@ class Router:
             raise TypeError(f"not an event class, an action string or None: {key!r}")
         if not callable(handler):
             raise TypeError(f"handler must be an async callable, not {handler!r}")
+        if name is not None:
+            if not name or name in self._names.values():
+                raise ValueError(f"handler name {name!r} is empty or taken")
+            self._names[id(handler)] = name
+            self._keep.append(handler)  # so that id(handler) stays this handler's
         self._routes.append((key, handler))
 
-    def on(self, key: type[Event] | str) -> Callable[[H], H]:
-        """Decorator: register for an event class or an action string."""
+    def on(self, key: type[Event] | str, *, name: str | None = None) -> Callable[[H], H]:
+        """Decorator: register for an event class or an action string (``name`` as
+        for :meth:`add`)."""
 
         def register(handler: H) -> H:
-            self.add(key, handler)
+            self.add(key, handler, name=name)
             return handler
 
         return register
@@ -79,8 +95,8 @@ class Router:
         self.add(None, handler)
         return handler
 
-    def _all_routes(self) -> list[tuple[Key, Handler]]:
-        routes = list(self._routes)
+    def _all_routes(self) -> list[tuple[Key, Handler, str | None]]:
+        routes = [(key, h, self._names.get(id(h))) for key, h in self._routes]
         for child in self._children:
             routes.extend(child._all_routes())
         return routes
@@ -88,7 +104,13 @@ class Router:
     def handlers(self) -> dict[str, Handler]:
         """Every registered handler by its stable name (duplicates registered once)."""
         named: dict[str, Handler] = {}
-        for _, handler in self._all_routes():
+        routes = self._all_routes()
+        for _, handler, explicit in routes:  # explicit names first: they never move
+            if explicit is not None:
+                if explicit in named and named[explicit] != handler:
+                    raise ValueError(f"two handlers are named {explicit!r}")
+                named[explicit] = handler
+        for _, handler, _explicit in routes:
             # equality, not identity: each ``obj.method`` access is a new bound method
             if any(handler == known for known in named.values()):
                 continue
@@ -104,7 +126,7 @@ class Router:
         """The handlers that match ``event``, by name."""
         matching = [
             handler
-            for key, handler in self._all_routes()
+            for key, handler, _ in self._all_routes()
             if key is None
             or (isinstance(key, str) and key == event.action)
             or (isinstance(key, type) and isinstance(event, key))

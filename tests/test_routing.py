@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -390,3 +391,26 @@ async def test_cancelling_dispatch_propagates_and_cancels_handlers() -> None:
         await asyncio.wait_for(task, timeout=5)
     assert task.cancelled()
     assert cancelled == ["waits_forever"]
+
+
+async def test_explicit_names_are_recorded_and_never_shift() -> None:
+    """Handlers that share a qualname can be named; named ones keep their name
+    whatever the registration order, and a name cannot be taken twice."""
+
+    def make() -> Callable[[Event], Awaitable[None]]:
+        async def handler(event: Event) -> None:
+            return None
+
+        return handler
+
+    first, second = make(), make()
+    router = Router()
+    router.add(None, second, name="second")
+    router.add(None, first, name="first")
+    assert router.handlers() == {"first": first, "second": second}
+    with pytest.raises(ValueError, match="taken"):
+        router.add(None, make(), name="first")
+    other = Router()
+    other.add(None, make(), name="first")
+    with pytest.raises(ValueError, match="two handlers are named"):
+        Router(router, other).handlers()
