@@ -67,13 +67,17 @@ def parse_datetime(value: Any, _: Any = None) -> datetime | None:
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    # what Python 3.10's fromisoformat does not read: "+0200", 1-5 or 7+ digit fractions
-    text = _OFFSET.sub(r"\1:\2", text)
-    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        return None
+        # what Python 3.10's fromisoformat does not read: "+0200", 1-5 or 7+ digit
+        # fractions (normalised only on failure: this runs for every date answered)
+        text = _OFFSET.sub(r"\1:\2", text)
+        text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text)
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed
@@ -88,7 +92,7 @@ def _hook(tp: Any) -> Hook:
         known = {member.value: member for member in enum_cls}
 
         def open_enum(value: Any, _: Any = None) -> Any:
-            text = _structure_str(value)
+            text = value if type(value) is str else _structure_str(value)
             return known.get(text, text)
 
         return open_enum
@@ -102,7 +106,7 @@ def _hook(tp: Any) -> Hook:
         def many(value: Any, _: Any = None) -> tuple[Any, ...]:
             if not isinstance(value, (list, tuple)):
                 raise TypeError(f"expected a list, got {type(value).__name__}")
-            return tuple(item_hook(item, None) for item in value)
+            return tuple([item_hook(item, None) for item in value])
 
         return many
     if _is_response_model(tp):
@@ -113,21 +117,24 @@ def _hook(tp: Any) -> Hook:
 @cache
 def _model_structurer(cls: type[Any]) -> Hook:
     attrs.resolve_types(cls)
-    fields = [(f.name, _hook(f.type)) for f in attrs.fields(cls) if f.name != "raw"]
+    fields = [
+        (f.name, hook, hook is _structure_str)
+        for f in attrs.fields(cls)
+        if f.name != "raw"
+        for hook in (_hook(f.type),)
+    ]
 
     def structure(data: Any, _: Any = None) -> Any:
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):  # (ABC check: slow)
             raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
         kwargs = {}
-        for name, hook in fields:
-            value = data.get(name)
+        get = data.get
+        for name, hook, is_text in fields:
+            value = get(name)
             if value is None:
                 continue
             # the common case, text where text is expected, skips the call (hot path)
-            if hook is _structure_str and type(value) is str:
-                kwargs[name] = value
-            else:
-                kwargs[name] = hook(value, None)
+            kwargs[name] = value if is_text and type(value) is str else hook(value, None)
         raw = data if type(data) is dict else dict(data)
         return cls(**kwargs, raw=MappingProxyType(raw))
 
