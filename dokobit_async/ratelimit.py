@@ -27,7 +27,7 @@ from collections import deque
 import attrs
 from aiolimiter import AsyncLimiter
 
-__all__ = ["RateLimit", "SharedLimiter", "limiter_for"]
+__all__ = ["RateLimit"]  # SharedLimiter and limiter_for are internal (the client uses them)
 
 logger = logging.getLogger("dokobit_async")
 
