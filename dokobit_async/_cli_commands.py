@@ -33,7 +33,9 @@ __all__ = [
     "INTERNAL_SIGNER_KEYS",
     "download",
     "emulate",
+    "non_negative",
     "parse_signer",
+    "port_number",
     "sign",
     "status",
     "stop_on_signals",
@@ -353,3 +355,25 @@ async def emulate(args: argparse.Namespace) -> int:
             await emulator.close()
     print("emulator stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 to 65535 (0 picks a free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return port
+
+
+def non_negative(text: str) -> float:
+    """argparse type: a number >= 0 (seconds, a time scale)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
+    return value

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
 
-from ._cli_commands import _out, _table, stop_on_signals
+from ._cli_commands import _out, _table, non_negative, port_number, stop_on_signals
 from ._cli_output import CliError
 from ._dispatcher import shown_token
 from .client import DokobitClient
@@ -68,7 +68,9 @@ def add_parsers(command: Command) -> None:
         help="the Router with your handlers, e.g. mypkg.handlers:router",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=_port, default=8080, help="0 picks a free port (default: 8080)")
+    p.add_argument(
+        "--port", type=port_number, default=8080, help="0 picks a free port (default: 8080)"
+    )
     p.add_argument("--inbox", default=DEFAULT_INBOX, help="SQLite inbox (default: %(default)s)")
     p.add_argument(
         "--public-url",
@@ -117,7 +119,7 @@ def add_parsers(command: Command) -> None:
     a.add_argument("--state", choices=_STATES, default="done", help="(default: %(default)s)")
     a.add_argument(
         "--older-than",
-        type=_seconds,
+        type=non_negative,
         metavar="SECONDS",
         default=2 * 24 * 3600,
         help="only events received more than SECONDS ago (default: two days, past "
@@ -126,27 +128,10 @@ def add_parsers(command: Command) -> None:
     )
 
 
-def _port(text: str) -> int:
-    port = int(text) if text.isdigit() else -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
-    return port
-
-
 def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0: {text!r}")
     return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0: {text!r}")
-    return value
 
 
 def _note(text: str) -> None:

@@ -114,10 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("emulate", "run the Universal API emulator until Ctrl-C", uses_api=False)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=_port, default=8080, help="0 picks a free port (default: 8080)")
+    p.add_argument(
+        "--port",
+        type=commands.port_number,
+        default=8080,
+        help="0 picks a free port (default: 8080)",
+    )
     p.add_argument(
         "--time-scale",
-        type=_non_negative,
+        type=commands.non_negative,
         default=1.0,
         help="factor on postback retry delays, e.g. 0.001 (default: %(default)s)",
     )
@@ -173,26 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_receiver.add_parsers(command)
     _demo.add_parser(command)
     return parser
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
-    return port
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
-    return value
 
 
 # ------------------------------------------------------------------ secrets, logging
