@@ -12,6 +12,11 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._serve import (
+        ConnectionGuard,
+        GuardedSite,
+        raise_open_files_limit,
+    )
     from .client import (
         BETA_URL,
         PRODUCTION_URL,
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
         NotFoundError,
         OutcomeUnknownError,
         RateLimitedError,
+        RedirectError,
         RequestTimeoutError,
         ServerError,
         TransportError,
@@ -114,6 +120,7 @@ _EXPORTS: dict[str, str] = {
     "DecodeError": "exceptions",
     "Delivery": "receiver",
     "DocumentReceived": "events",
+    "ConnectionGuard": "_serve",
     "DocumentStatus": "models",
     "DokobitClient": "client",
     "DokobitError": "exceptions",
@@ -137,10 +144,12 @@ _EXPORTS: dict[str, str] = {
     "OutcomeUnknownError": "exceptions",
     "PRODUCTION_URL": "client",
     "PostbackReceiver": "receiver",
+    "GuardedSite": "_serve",
     "RateLimit": "ratelimit",
     "RateLimitedError": "exceptions",
     "Recipient": "models",
     "RedactingAccessLogger": "receiver",
+    "RedirectError": "exceptions",
     "ReportKind": "models",
     "RequestTimeoutError": "exceptions",
     "Result": "models",
@@ -170,6 +179,7 @@ _EXPORTS: dict[str, str] = {
     "UnknownEvent": "events",
     "ValidationError": "exceptions",
     "parse_postback": "events",
+    "raise_open_files_limit": "_serve",
 }
 
 
@@ -201,6 +211,7 @@ __all__ = [
     "AuthenticationError",
     "ClientClosedError",
     "ConnectError",
+    "ConnectionGuard",
     "CreatedSigner",
     "CreatedSigning",
     "DecodeError",
@@ -217,6 +228,7 @@ __all__ = [
     "ExternalSigner",
     "FieldError",
     "ForeignURLError",
+    "GuardedSite",
     "Inbox",
     "InboxClosedError",
     "InboxError",
@@ -232,6 +244,7 @@ __all__ = [
     "RateLimitedError",
     "Recipient",
     "RedactingAccessLogger",
+    "RedirectError",
     "ReportKind",
     "RequestTimeoutError",
     "Result",
@@ -262,4 +275,5 @@ __all__ = [
     "ValidationError",
     "__version__",
     "parse_postback",
+    "raise_open_files_limit",
 ]

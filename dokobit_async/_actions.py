@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import attrs
 
+from .events import is_valid_token
 from .exceptions import InvalidArgumentError
 from .models import (
     Annotation,
@@ -38,8 +39,8 @@ def _prefix(flow: Flow) -> str:
 
 
 def _segment(name: str, token: str) -> str:
-    if not isinstance(token, str) or not token.strip():
-        raise InvalidArgumentError(f"{name} must be a non-empty string")
+    if not is_valid_token(token):
+        raise InvalidArgumentError(f"{name} must be a non-empty string other than . or ..")
     return quote(token, safe="")
 
 

@@ -10,14 +10,16 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import shlex
 import signal
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._cli_output import CliError, Progress, default_name, human_size, save
+from ._cli_output import CliError, Progress, default_name, human_size, save, shown_path
+from ._redact import printable
 from .client import DokobitClient
 from .exceptions import InvalidArgumentError
 from .models import (
@@ -36,10 +38,12 @@ __all__ = [
     "non_negative",
     "parse_signer",
     "port_number",
+    "positive_seconds",
     "sign",
     "status",
     "stop_on_signals",
     "validate",
+    "whole_number",
 ]
 
 EXTERNAL_SIGNER_KEYS = frozenset(
@@ -49,6 +53,7 @@ INTERNAL_SIGNER_KEYS = frozenset(
     f.name for f in InternalSigner.__attrs_attrs__ if f.name != "annotation"
 )
 _INT_KEYS = frozenset({"sequence"})
+_OUT_LINE_LIMIT = 64 * 1024  # characters of one printed line
 S = TypeVar("S", ExternalSigner, InternalSigner)
 
 
@@ -130,7 +135,10 @@ def build_signers(specs: Sequence[Mapping[str, str]], kind: type[S]) -> list[S]:
 
 
 def _out(text: str = "") -> None:
-    print(text, file=sys.stdout, flush=True)
+    """Print ``text`` on stdout, each line made safe for a terminal: what a server or a
+    sender wrote (a signer's name, a postback's action) may hold controls or bidi."""
+    lines = (printable(line, _OUT_LINE_LIMIT, backslashes=False) for line in text.split("\n"))
+    print("\n".join(lines), file=sys.stdout, flush=True)
 
 
 def _dump(raw: Mapping[str, Any]) -> str:
@@ -185,8 +193,9 @@ async def status(args: argparse.Namespace, client: DokobitClient) -> int:
 
 
 def _saved(what: str, dest: str, size: int) -> None:
+    # with ``-o -`` stdout carries the file itself, so nothing else may go there
     if dest != "-":
-        _out(f"saved {what} to {dest} ({human_size(size)})")
+        _out(f"saved {what} to {shown_path(dest)} ({human_size(size)})")
 
 
 async def download(args: argparse.Namespace, client: DokobitClient) -> int:
@@ -376,4 +385,30 @@ def non_negative(text: str) -> float:
         value = -1.0
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
+    return value
+
+
+def whole_number(minimum: int = 0) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``minimum`` (a count, a limit)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}: {text!r}")
+        return value
+
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0 (a timeout)."""
+    try:
+        value = non_negative(text)
+    except argparse.ArgumentTypeError:
+        value = 0.0
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0: {text!r}")
     return value

@@ -18,8 +18,17 @@ from types import TracebackType
 from typing import TextIO
 
 from ._payload import write_chunks
+from ._redact import printable, unshowable
 
-__all__ = ["CliError", "Progress", "default_name", "human_size", "safe_filename", "save"]
+__all__ = [
+    "CliError",
+    "Progress",
+    "default_name",
+    "human_size",
+    "safe_filename",
+    "save",
+    "shown_path",
+]
 
 _BAR_WIDTH = 24
 _LABEL_WIDTH = 32
@@ -33,6 +42,12 @@ _EXTENSIONS = {
     "text/xml": "xml",
 }
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:]")
+# 255 bytes is the name limit of ext4, XFS, btrfs and APFS; the atomic write first
+# creates ".NAME.<12 hex>.part" beside the file, 19 bytes longer than NAME.
+_NAME_MAX = 255 - len("..123456789abc.part")
+# device names that Windows opens instead of a file, whatever the extension
+_RESERVED = re.compile(r"(?i)(con|prn|aux|nul|com[0-9]|lpt[0-9]|conin\$|conout\$)(\..*)?")
+_PATH_SHOWN = 4096  # printable's limit for a path: all of any real path
 
 
 class CliError(Exception):
@@ -77,6 +92,7 @@ class Progress:
     ):
         self.stream = sys.stderr if stream is None else stream
         self.enabled = _isatty(self.stream)
+        label = printable(label, _PATH_SHOWN)
         if len(label) > _LABEL_WIDTH:
             label = label[: _LABEL_WIDTH - 1] + "…"
         self.label = label
@@ -137,33 +153,68 @@ class Progress:
         self.close()
 
 
+def _unshowable(text: str) -> bool:
+    # what printable() would escape: a name holding one would not show as what it is
+    return any(unshowable(char) for char in text)
+
+
+def _fits(name: str) -> bool:
+    return len(name.encode("utf-8")) <= _NAME_MAX
+
+
 def safe_filename(name: str | None) -> str | None:
-    """A server-suggested file name reduced to a plain name in the current directory,
-    or ``None`` when nothing safe is left (no paths, no hidden files, no controls)."""
-    if not name:
+    """A server-suggested file name as a plain name in the current directory, or
+    ``None`` when it cannot be used as it is.
+
+    A path keeps only its last part. The name is refused when it holds a control,
+    bidi or other format character or a line separator (it would not show as what it
+    is), when it is hidden or ``.``/``..``, when it is ``-`` or starts with ``-``
+    (stdout, or an option to the next command), when it is a Windows device name, or
+    when it is too long to write (255 bytes in UTF-8, less the temporary name's
+    suffix).
+    """
+    if not name or _unshowable(name):
         return None
     name = _UNSAFE.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
-    if not name or name.startswith(".") or name.strip("_") == "":
+    if not name or name.startswith((".", "-")) or name.strip("_") == "":
+        return None
+    if _RESERVED.fullmatch(name) or not _fits(name):
         return None
     return name
+
+
+def _fallback(stem: str, ext: str) -> str:
+    """``{stem}.{ext}`` made safe: unusable characters become ``_``, a leading dot or
+    dash goes, and the stem is cut to fit."""
+    plain = "".join("_" if unshowable(c) else c for c in stem)
+    plain = _UNSAFE.sub("_", plain).strip().lstrip(".-") or "download"
+    suffix = f".{ext}"
+    room = _NAME_MAX - len(suffix.encode("utf-8"))
+    return plain.encode("utf-8")[:room].decode("utf-8", "ignore") + suffix
 
 
 def default_name(
     suggested: str | None, content_type: str | None, stem: str, *, fallback_ext: str = "bin"
 ) -> str:
     """Where a download goes when no ``-o`` is given: the server's file name if it is
-    safe and free, else ``{stem}.{ext}`` (the extension from the content type).
+    safe (see :func:`safe_filename`) and free, else ``{stem}.{ext}`` (the extension
+    from the content type). Never ``-``: stdout takes an explicit ``-o -``.
 
     The server's name of an unsigned PDF is the uploaded file's own name, so taking
     the second choice when the first exists keeps the original from being replaced.
     """
     mime = (content_type or "").split(";", 1)[0].strip().lower()
     ext = _EXTENSIONS.get(mime) or (mimetypes.guess_extension(mime) or "").lstrip(".")
-    fallback = f"{_UNSAFE.sub('_', stem) or 'download'}.{ext or fallback_ext}"
+    fallback = _fallback(stem, ext or fallback_ext)
     name = safe_filename(suggested)
     if name is not None and not Path(name).exists():
         return name
     return fallback
+
+
+def shown_path(path: str) -> str:
+    """A path as the command prints it: control and bidi characters escaped."""
+    return printable(path, _PATH_SHOWN)
 
 
 async def save(
@@ -194,9 +245,9 @@ async def save(
 def _check_dest(dest: str, *, overwrite: bool) -> Path:
     path = Path(dest)
     if path.is_dir():
-        raise CliError(f"{dest} is a directory; pass -o with a file name", code=2)
+        raise CliError(f"{shown_path(dest)} is a directory; pass -o with a file name", code=2)
     if not overwrite and path.exists():
-        raise CliError(f"{dest} already exists; pass -o FILE to choose where to write")
+        raise CliError(f"{shown_path(dest)} already exists; pass -o FILE to choose where to write")
     return path
 
 

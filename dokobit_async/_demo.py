@@ -28,7 +28,7 @@ from aiohttp import web
 from ._cli_commands import _out
 from ._cli_output import CliError, human_size
 from ._cli_receiver import local_url, public_url
-from ._dispatcher import shown_token
+from ._redact import shown_token
 from .client import DokobitClient
 from .events import Event, SigningCompleted
 from .inbox import SQLiteInbox

@@ -3,32 +3,43 @@
 * Events of one signing go in the order received: only the oldest unfinished event
   of a signing token is ever in flight, and a later one waits while it is retried.
   Different signings run concurrently, at most ``concurrency`` at a time.
-* Each handler that succeeds is recorded in the inbox and never called again for
-  that event; the others are retried with exponential backoff until
-  ``max_attempts``, then the event is dead-lettered with the last error.
+* A handler that succeeds is never called again for that event. Its success is
+  remembered in memory at once and then recorded in the inbox; the others are
+  retried with exponential backoff until ``max_attempts``, then the event is
+  dead-lettered with the last error.
+* When the inbox cannot record an outcome (a full disk, an I/O error, a lock held
+  too long), the *recording* is retried with exponential backoff, never the
+  handlers: while the process lives, the successes it remembers are not run again,
+  recorded or not. Until a recording succeeds again new events wait (their outcome
+  could not be kept either), but for one at a time that goes ahead to find out
+  whether writes work again (what fails may belong to one event only). Each failed
+  attempt is one log line; at shutdown, what is still unrecorded gets one more try.
 * With a client, an event is first confirmed against the API (a postback is only a
   hint: Dokobit does not sign them); an event the API keeps contradicting is set
   aside as ``unconfirmed``.
 * Pipeline consumers (``receiver.deliveries(name)``) are handlers whose success is
   the consumer's ``ack()``.
+
+Where events come from, and in what order: :mod:`dokobit_async._backlog`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import heapq
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import attrs
 
+from ._backlog import IDLE_POLL, SWEEP_WAIT, Backlog
+from ._outcomes import Outcome, Progress, Recorder
+from ._redact import error_text, printable, redact, shown_token
 from .events import Event, SignerDeclined, SignerSigned, SigningCompleted, parse_postback
 from .exceptions import DokobitError, NotFoundError
 from .inbox import Inbox, StoredEvent
@@ -39,11 +50,12 @@ if TYPE_CHECKING:
     from .client import DokobitClient
     from .models import SigningStatus
 
+__all__ = ["Delivery", "Dispatcher", "confirm"]
+
 logger = logging.getLogger("dokobit_async.receiver")
 
 CONSUMER_PREFIX = "consumer:"
-IDLE_POLL = 1.0  # seconds between looks at the inbox itself
-MAX_BACKLOG = 10_000  # events held in memory; more wait in the inbox for a later look
+ERROR_LIMIT = 2000  # characters of an error kept in the inbox and shown in a log line
 
 
 @attrs.define(eq=False)
@@ -64,11 +76,6 @@ class Delivery:
         """The event failed; it is retried like a failed handler."""
         if not self._outcome.done():
             self._outcome.set_result(RuntimeError(error))
-
-
-def shown_token(token: str | None) -> str:
-    """A signing token as logs show it: a short prefix."""
-    return f"{token[:6]}..." if token else "-"
 
 
 async def confirm(client: DokobitClient, event: Event) -> bool | None:
@@ -119,60 +126,57 @@ class Dispatcher:
         self.stopped = asyncio.Event()  # set once draining begins: consumers stop
         self.queues: dict[str, asyncio.Queue[Delivery]] = {c: asyncio.Queue() for c in consumers}
         self.wake = asyncio.Event()
-        self._backlog: dict[str, deque[StoredEvent]] = {}  # key -> unfinished, in order
-        self._known: set[str] = set()  # ids in the backlog
-        self._ready: deque[str] = deque()  # keys whose first event may start
+        self.backlog = Backlog(inbox, page=max(1000, 50 * concurrency), wake=self.wake)
         self._later: list[tuple[float, str]] = []  # (when, key): first event awaits a retry
         self._tasks: dict[str, asyncio.Task[None]] = {}  # key -> its running first event
-        self._finished: set[str] = set()  # ids finished since the last scan began
-        self._overflow = False  # the backlog was full: new events wait for the scans
+        self._secrets: tuple[str, ...] = (client._token,) if client is not None else ()
+        self._scan_failures = 0
         self._rng = random.Random()
         self._clock: Callable[[], float] = time.time
+        self.recorder = Recorder(
+            inbox, self.backlog, secrets=self._secrets, clock=lambda: self._clock(), rng=self._rng
+        )
 
-    def submit(self, stored: StoredEvent, *, scanned: bool = False) -> None:
-        """Take a pending event (a fresh one from the receiver, or one a scan found);
-        events of one signing (key) are kept in the order submitted."""
-        if stored.id in self._known:
-            return
-        if len(self._known) >= MAX_BACKLOG or (self._overflow and not scanned):
-            # no room: it waits in the inbox, and so does every newer event until the
-            # scans (which go by arrival order) have caught up
-            self._overflow = True
-            return
-        key = stored.signing_token or stored.id
-        self._known.add(stored.id)
-        queue = self._backlog.setdefault(key, deque())
-        queue.append(stored)
-        if len(queue) == 1 and key not in self._tasks:
-            self._ready.append(key)
-        self.wake.set()
-
-    async def run(self) -> None:
-        """The dispatch loop (cancel it to stop; running events are left to finish).
-
-        New postbacks come in through :meth:`submit`; the inbox is read at start and
-        every ``IDLE_POLL`` seconds, for events put back to pending by another process
-        (``dokobit-async inbox retry``) or left over by a crash.
-        """
-        next_scan = self._clock() + IDLE_POLL  # start() made the first scan
-        while True:
-            self.wake.clear()
-            try:
-                if self._clock() >= next_scan:
-                    await self._scan()
-                next_due = self._start_ready()
-            except Exception:  # e.g. the database is locked for a moment: try again
-                logger.exception("the dispatcher could not read the inbox")
-                next_due = None
-            if self._clock() >= next_scan:
-                next_scan = self._clock() + IDLE_POLL
-            until = min(next_scan, next_due if next_due is not None else next_scan)
-            await self._sleep_until_woken(until - self._clock())
+    def submit(self, stored: StoredEvent) -> None:
+        """Take a new pending event from the receiver (after it was stored)."""
+        self.backlog.submit(stored)
 
     async def start(self) -> None:
-        """Take the events a previous run left pending, before new ones arrive (so
-        that a signing's older events stay ahead of its new ones)."""
-        await self._scan()
+        """Read what a previous run left pending, before new postbacks arrive."""
+        await self.backlog.start()
+
+    async def _sweep_step(self) -> float:
+        """Run a sweep step unless there is no room for anything it could find; when
+        the next one is due."""
+        if self.backlog.behind and self.backlog.full:
+            return self._clock() + SWEEP_WAIT
+        try:
+            wait = await self.backlog.scan()
+        except Exception as exc:  # e.g. the file is locked or gone for a moment
+            self._scan_failures += 1
+            delay = self.recorder.backoff(self._scan_failures)
+            logger.error(
+                "the dispatcher could not read the inbox (attempt %d: %s); trying again in %.1f s",
+                self._scan_failures,
+                printable(error_text(exc)),
+                delay,
+            )
+            return self._clock() + delay
+        self._scan_failures = 0
+        return self._clock() + wait
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """The dispatch loop (cancel it to stop; running events are left to finish)."""
+        next_scan = self._clock() + (0.0 if self.backlog.behind else IDLE_POLL)  # after start()
+        while True:
+            self.wake.clear()
+            if self._clock() >= next_scan:
+                next_scan = await self._sweep_step()
+            next_due = self._start_ready()
+            until = next_scan if next_due is None else min(next_scan, next_due)
+            await self._sleep_until_woken(until - self._clock())
 
     async def _sleep_until_woken(self, seconds: float) -> None:
         # a timer that sets the event, not asyncio.wait_for: wait_for with a zero or
@@ -186,109 +190,98 @@ class Dispatcher:
         finally:
             timer.cancel()
 
-    async def _scan(self) -> None:
-        self._finished.clear()
-        limit = max(1000, 50 * self.concurrency)
-        found = await self.inbox.pending(limit=limit)
-        if len(found) < limit:
-            self._overflow = False  # every pending event is known again after this
-        for stored in found:
-            if stored.id not in self._finished:  # finished while the query ran
-                self.submit(stored, scanned=True)
-
     def _start_ready(self) -> float | None:
         now = self._clock()
+        ready = self.backlog.ready
         while self._later and self._later[0][0] <= now:
-            self._ready.append(heapq.heappop(self._later)[1])
-        while self._ready and len(self._tasks) < self.concurrency:
-            key = self._ready.popleft()
-            queue = self._backlog.get(key)
+            ready.append(heapq.heappop(self._later)[1])
+        probe_at = self.recorder.next_probe(now)
+        while ready and len(self._tasks) < self.concurrency:
+            key = ready.popleft()
+            queue = self.backlog.queues.get(key)
             if key in self._tasks or not queue:
                 continue
-            if queue[0].next_attempt_at > now:
-                heapq.heappush(self._later, (queue[0].next_attempt_at, key))
+            head = queue[0]
+            if head.next_attempt_at > now:
+                heapq.heappush(self._later, (head.next_attempt_at, key))
                 continue
-            task = asyncio.create_task(self._process(key, queue[0]), name="dokobit-dispatch")
+            if not self.recorder.may_start(key, head, now):
+                continue  # held: the inbox cannot record outcomes now
+            task = asyncio.create_task(self._process(key, head), name="dokobit-dispatch")
             self._tasks[key] = task
             task.add_done_callback(functools.partial(self._task_done, key))
-        return self._later[0][0] if self._later else None
+        due = [t for t in (self._later[0][0] if self._later else None, probe_at) if t is not None]
+        return min(due) if due else None
 
-    def _task_done(self, key: str, _: object = None) -> None:
+    def _task_done(self, key: str, task: asyncio.Task[None]) -> None:
         self._tasks.pop(key, None)
-        if key in self._backlog:
-            self._ready.append(key)
+        if not task.cancelled() and task.exception() is not None:  # a bug of ours
+            logger.error("dispatch task failed: %s", printable(error_text(task.exception())))
+        if key in self.backlog.queues:
+            self.backlog.ready.append(key)
         self.wake.set()
 
     async def drain(self, timeout: float) -> None:
         """Let running events finish within ``timeout``; cancel the rest (they stay
-        pending in the inbox)."""
+        pending in the inbox). Outcomes not yet recorded get one more try."""
         self.stopped.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         tasks = list(self._tasks.values())
-        if not tasks:
-            return
-        _, running = await asyncio.wait(tasks, timeout=timeout)
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.wait(running, timeout=max(1.0, timeout))
-            logger.warning(
-                "shutdown: %d events left in the inbox for the next start", len(running)
-            )
+        if tasks:
+            _, running = await asyncio.wait(tasks, timeout=timeout)
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running, timeout=max(1.0, timeout))
+                logger.warning(
+                    "shutdown: %d events left in the inbox for the next start", len(running)
+                )
+        await self.recorder.record_leftovers(deadline)
+
+    # ------------------------------------------------------------ one event
 
     async def _process(self, key: str, stored: StoredEvent) -> None:
+        progress = self.recorder.progress.setdefault(stored.id, Progress())
         try:
-            finished = await self._handle(stored)
-        except Exception as exc:  # a bug of ours, or the inbox failing: retry it later
-            logger.exception("dispatching postback %s failed", stored.action)
-            finished = False
-            with contextlib.suppress(Exception):
-                finished = await self._failed(stored, f"dispatcher: {type(exc).__name__}: {exc}")
-        queue = self._backlog[key]
-        try:
-            fresh = None if finished else await self.inbox.get(stored.id)
-        except Exception:  # the inbox is failing: back off in memory, look again later
-            delay = self.retry.backoff(stored.attempts + 1, self._rng)
-            fresh = attrs.evolve(stored, next_attempt_at=self._clock() + max(delay, 1.0))
-        if fresh is not None and fresh.state == "pending":
-            queue[0] = fresh  # to be retried: attempts, handlers done, next attempt time
+            if progress.outcome is None:
+                progress.outcome = await self._decide(stored, progress)
+            after = await self.recorder.record(stored, progress, progress.outcome)
+        except Exception as exc:  # the inbox cannot write (or a bug of ours): later
+            after = self.recorder.not_recorded(stored, progress, exc)
+        if after is None:  # finished: done, dead, unconfirmed (or gone)
+            self.backlog.finish(key)
+            self.recorder.progress.pop(stored.id, None)
         else:
-            queue.popleft()
-            self._known.discard(stored.id)
-            self._finished.add(stored.id)
-        if not queue:
-            del self._backlog[key]
+            self.backlog.update(key, after)
 
-    async def _handle(self, stored: StoredEvent) -> bool:
-        """Dispatch one event; whether it is finished (done, dead or unconfirmed)."""
-        received = datetime.fromtimestamp(stored.received_at, tz=timezone.utc)
-        event = parse_postback(stored.body, stored.content_type, received_at=received)
-        shown = shown_token(event.token)
+    async def _decide(self, stored: StoredEvent, progress: Progress) -> Outcome:
+        """Run what is left of the event (confirmation, handlers not yet done)."""
         try:
-            confirmed = await self._confirmed(event)
-        except DokobitError as exc:
-            return await self._failed(stored, f"confirmation failed: {exc}")
-        if confirmed is False:
-            await self.inbox.set_state(
-                stored.id, "unconfirmed", error="the API does not confirm this event"
-            )
-            logger.warning(
-                "postback %s for %s kept aside: the API does not confirm it", event.action, shown
-            )
-            return True
-        outcome = await self._dispatch(event, stored.handlers_done)
+            received = datetime.fromtimestamp(stored.received_at, tz=timezone.utc)
+            event = parse_postback(stored.body, stored.content_type, received_at=received)
+            if not progress.confirmed:
+                try:
+                    confirmed = await self._confirmed(event)
+                except DokobitError as exc:
+                    return self._failed(stored, f"confirmation failed: {exc}")
+                if confirmed is False:
+                    logger.warning(
+                        "postback %s for %s kept aside: the API does not confirm it",
+                        printable(stored.action),
+                        shown_token(stored.signing_token),
+                    )
+                    return Outcome("unconfirmed", "the API does not confirm this event")
+                progress.confirmed = True
+            handled = await self._dispatch(event, stored.handlers_done | progress.succeeded)
+        except Exception as exc:  # a bug of ours: retried like a failed handler
+            logger.exception("dispatching postback %s failed", printable(stored.action))
+            return self._failed(stored, f"dispatcher: {error_text(exc)}")
+        progress.succeeded.update(name for name, error in handled.items() if error is None)
         errors = [
-            f"{name}: {type(error).__name__}: {error}"
-            for name, error in outcome.items()
-            if error is not None
+            f"{name}: {error_text(error)}" for name, error in handled.items() if error is not None
         ]
-        # queued together, these writes share one group commit (one fsync)
-        await asyncio.gather(
-            *(self.inbox.mark_handler_done(stored.id, n) for n, e in outcome.items() if e is None),
-            *([] if errors else [self.inbox.set_state(stored.id, "done")]),
-        )
-        if not errors:
-            return True
-        return await self._failed(stored, "; ".join(errors))
+        return self._failed(stored, "; ".join(errors)) if errors else Outcome("done")
 
     async def _confirmed(self, event: Event) -> bool | None:
         if self.client is None:
@@ -321,31 +314,20 @@ class Dispatcher:
                 handled[name] = TimeoutError(f"not acknowledged within {self.ack_timeout} s")
         return handled
 
-    async def _failed(self, stored: StoredEvent, error: str) -> bool:
-        """Count a failed attempt; whether the event is finished (dead-lettered)."""
+    def _failed(self, stored: StoredEvent, error: str) -> Outcome:
+        """A failed attempt: retried after a backoff, or dead after the last one.
+
+        The error is kept as it is shown: secrets masked, printable, cut to
+        ``ERROR_LIMIT`` (a handler's error may quote what a sender sent; stored raw, a
+        lone surrogate in it would make the write fail every time)."""
+        error = printable(redact(error, self._secrets), ERROR_LIMIT)
         attempts = stored.attempts + 1
-        delay = self.retry.backoff(attempts, self._rng)
-        attempts = await self.inbox.record_failure(
-            stored.id, error=error, next_attempt_at=self._clock() + delay
-        )
-        shown = shown_token(stored.signing_token)
+        shown = printable(stored.action), shown_token(stored.signing_token), attempts
         if attempts >= self.retry.max_attempts:
-            await self.inbox.set_state(stored.id, "dead", error=error)
-            logger.warning(
-                "postback %s for %s dead-lettered after %d attempts: %s",
-                stored.action,
-                shown,
-                attempts,
-                error,
-            )
-            return True
-        else:
-            logger.warning(
-                "postback %s for %s failed (attempt %d), retrying in %.1f s: %s",
-                stored.action,
-                shown,
-                attempts,
-                delay,
-                error,
-            )
-        return False
+            logger.warning("postback %s for %s dead-lettered after %d attempts: %s", *shown, error)
+            return Outcome("dead", error, failed=True)
+        delay = self.retry.backoff(attempts, self._rng)
+        logger.warning(
+            "postback %s for %s failed (attempt %d), retrying in %.1f s: %s", *shown, delay, error
+        )
+        return Outcome(None, error, failed=True, next_attempt_at=self._clock() + delay)

@@ -4,8 +4,12 @@
 owns the connection. The connection is in autocommit mode (``isolation_level=None``):
 each read is its own short read transaction and each write is an explicit
 ``BEGIN IMMEDIATE`` ... ``COMMIT``. ``IMMEDIATE`` takes the write lock up front, so a
-writer in another process (the CLI) makes us wait up to :data:`BUSY_TIMEOUT_MS` rather
-than fail with "database is locked" on a read-to-write upgrade.
+writer in another process (the CLI) makes us wait up to ``busy_timeout`` rather than
+fail with "database is locked" on a read-to-write upgrade.
+
+When the lock is still held after ``busy_timeout``, every write queued meanwhile fails
+with the batch (``InboxError``) instead of waiting a whole timeout of its own in turn:
+a postback gets its 503 within one ``busy_timeout``, however many are waiting.
 
 Durability and group commit are described in :mod:`dokobit_async.inbox`.
 """
@@ -39,13 +43,13 @@ from .inbox import (
     _new_row,
 )
 
-__all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_VERSION", "SQLiteInbox"]
+__all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "SQLiteInbox"]
 
 SCHEMA_VERSION = 1
 """The ``PRAGMA user_version`` that this code creates and understands."""
 
-BUSY_TIMEOUT_MS = 10_000
-"""How long a statement waits for another connection's lock before failing."""
+BUSY_TIMEOUT = 5.0
+"""Seconds a write waits for another connection's lock before failing (default)."""
 
 _T = TypeVar("_T")
 _Row = tuple[Any, ...]
@@ -91,16 +95,17 @@ class _StoreError(Exception):
 class _Store:
     """The events table behind one connection; used from one thread only."""
 
-    def __init__(self, path: str, *, synchronous: str):
+    def __init__(self, path: str, *, synchronous: str, busy_timeout: float):
         self.path = path
         self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
         self.commits = 0
         self._conn: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise _StoreError(f"cannot use WAL journal mode (got {mode!r})")
@@ -184,12 +189,13 @@ class _Store:
         row: _Row | None = self.conn.execute(_SELECT + " WHERE id = ?", (id,)).fetchone()
         return row
 
-    def pending(self, limit: int, due_before: float | None) -> builtins.list[_Row]:
-        if due_before is None:
-            sql = _SELECT + " WHERE state = 'pending' ORDER BY seq LIMIT ?"
-            return self.conn.execute(sql, (limit,)).fetchall()
-        sql = _SELECT + " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY seq LIMIT ?"
-        return self.conn.execute(sql, (due_before, limit)).fetchall()
+    def pending(self, limit: int, due_before: float | None, after_seq: int) -> builtins.list[_Row]:
+        sql = _SELECT + " WHERE state = 'pending' AND seq > ?"
+        params: tuple[float, ...] = (after_seq,)
+        if due_before is not None:
+            sql += " AND next_attempt_at <= ?"
+            params += (due_before,)
+        return self.conn.execute(sql + " ORDER BY seq LIMIT ?", (*params, limit)).fetchall()
 
     def list(self, state: str | None, limit: int) -> builtins.list[_Row]:
         where, params = ("", ()) if state is None else (" WHERE state = ?", (state,))
@@ -240,6 +246,17 @@ def _set_state_op(id: str, state: str, error: str | None, conn: sqlite3.Connecti
     return conn.execute(sql, (state, error, id)).rowcount == 1
 
 
+_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """Whether a write failed because another connection held the lock too long."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; extended codes too
+    if isinstance(code, int):
+        return code & 0xFF in _BUSY_CODES
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
 def _event_from_row(row: _Row) -> StoredEvent:
     fields = dict(zip(_FIELDS, row, strict=True))
     fields["body"] = bytes(fields["body"])
@@ -252,8 +269,10 @@ class SQLiteInbox(_Lifecycle):
 
     ``synchronous="FULL"`` (the default) fsyncs every commit, so an ``add()`` that
     returned survives power loss; ``"NORMAL"`` survives only the process dying.
-    ``batch_max`` caps how many events share one commit. The file is created on
-    :meth:`open`; other processes (the CLI) may open the same file at the same time.
+    ``batch_max`` caps how many events share one commit. ``busy_timeout`` (seconds)
+    bounds the wait for another process's lock: past it, the waiting writes fail
+    together. The file is created on :meth:`open`; other processes (the CLI) may
+    open the same file at the same time.
     """
 
     def __init__(
@@ -262,12 +281,21 @@ class SQLiteInbox(_Lifecycle):
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         batch_max: int = 256,
+        busy_timeout: float = BUSY_TIMEOUT,
     ):
         if synchronous not in ("FULL", "NORMAL"):
             raise InvalidArgumentError(f"synchronous must be 'FULL' or 'NORMAL': {synchronous!r}")
         if isinstance(batch_max, bool) or not isinstance(batch_max, int) or batch_max < 1:
             raise InvalidArgumentError(f"batch_max must be a positive integer: {batch_max!r}")
-        self._store = _Store(os.fspath(path), synchronous=synchronous)
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, (int, float))
+            or not (0 <= busy_timeout < 3600)
+        ):
+            raise InvalidArgumentError(f"busy_timeout must be 0 to 3600 seconds: {busy_timeout!r}")
+        self._store = _Store(
+            os.fspath(path), synchronous=synchronous, busy_timeout=float(busy_timeout)
+        )
         self._batch_max = batch_max
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
@@ -389,6 +417,9 @@ class SQLiteInbox(_Lifecycle):
                     self._queue.clear()
                     raise
                 except Exception as exc:
+                    if _is_busy(exc):  # the writes queued meanwhile would wait as long
+                        batch.extend(self._queue)
+                        self._queue.clear()
                     for _, waiter in batch:
                         if not waiter.done():
                             error = InboxError(f"inbox {self.path!r}: not written: {exc}")
@@ -413,11 +444,12 @@ class SQLiteInbox(_Lifecycle):
         return None if row is None else _event_from_row(row)
 
     async def pending(
-        self, *, limit: int = 1000, due_before: float | None = None
+        self, *, limit: int = 1000, due_before: float | None = None, after_seq: int = 0
     ) -> builtins.list[StoredEvent]:
-        """Pending events (with ``next_attempt_at <= due_before`` if given), by seq."""
+        """Pending events with ``seq > after_seq`` (and ``next_attempt_at <=
+        due_before`` if given), by seq."""
         _check_limit(limit)
-        rows = await self._call(lambda: self._store.pending(limit, due_before))
+        rows = await self._call(lambda: self._store.pending(limit, due_before, after_seq))
         return [_event_from_row(row) for row in rows]
 
     async def mark_handler_done(self, id: str, handler: str) -> None:

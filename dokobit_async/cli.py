@@ -34,16 +34,18 @@ from typing import NoReturn
 from . import _cli_commands as commands
 from . import _cli_receiver, _demo
 from ._cli_output import CliError
+from ._redact import error_text, printable, redact
 from .client import PRODUCTION_URL, DokobitClient
 from .exceptions import AuthenticationError, DokobitError, InvalidArgumentError
 from .models import ReportKind, SigningType
-from .sansio import JSON, redact_text
+from .sansio import JSON
 
 __all__ = ["build_parser", "main"]
 
 PROG = "dokobit-async"
 TOKEN_ENV = "DOKOBIT_ACCESS_TOKEN"  # noqa: S105 - the variable's name
 BASE_URL_ENV = "DOKOBIT_BASE_URL"
+_LINE_LIMIT = 2000  # characters of one log or error line
 _TOKENISH = re.compile(r"^--?(access[-_]?)?tok", re.IGNORECASE)
 
 
@@ -195,15 +197,7 @@ def _secrets(argv: Sequence[str]) -> list[str]:
             found.append(value)
         elif index + 1 < len(argv):
             found.append(argv[index + 1])
-    # longest first, so a token that contains another is masked whole
-    values = {v for s in found for v in (s, s.strip()) if v.strip()}
-    return sorted(values, key=len, reverse=True)
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = redact_text(text, secret)
-    return redact_text(text, "")
+    return sorted({v for s in found for v in (s, s.strip()) if v.strip()})
 
 
 class _RedactFilter(logging.Filter):
@@ -212,12 +206,19 @@ class _RedactFilter(logging.Filter):
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = _redact(record.getMessage(), self.secrets)
-        record.args = None
+        text = record.getMessage()
         if record.exc_info:  # one line, never a traceback
             exc = record.exc_info[1]
-            record.msg += f" ({type(exc).__name__}: {_redact(str(exc), self.secrets)})"
+            text += f" ({error_text(exc)})"
             record.exc_info = None
+        record.exc_text = record.stack_info = None
+        # asyncio's exception handler and aiohttp's parser errors span several lines,
+        # and aiohttp's may quote what a sender sent: one line, no control characters
+        lines = (line.strip() for line in redact(text, self.secrets).splitlines())
+        joined = " ".join(line for line in lines if line)
+        # backslashes kept: the library's own lines are printable already
+        record.msg = printable(joined, _LINE_LIMIT, backslashes=False)
+        record.args = None
         return True
 
 
@@ -225,17 +226,23 @@ class _RedactFilter(logging.Filter):
 def _logging(verbose: bool, secrets: Sequence[str], *, serving: bool = False) -> Iterator[None]:
     """With ``-v``, the library's log lines on stderr, masked. Without, none at all:
     errors are reported by ``main`` in one line, and retries stay quiet. A server
-    (``serving``) logs from INFO up (each postback) even without ``-v``, and with
-    ``-v`` its access log too."""
-    names = ["dokobit_async"] + (["aiohttp.access"] if serving and verbose else [])
+    (``serving``) logs from INFO up (each postback), and aiohttp's and asyncio's
+    warnings and errors, even without ``-v``; with ``-v`` its access log too. Every
+    record is one line in the same format, a traceback cut to its exception."""
     handler: logging.Handler = logging.NullHandler()
     if verbose or serving:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
         handler.addFilter(_RedactFilter(secrets))
-    level = logging.DEBUG if verbose else logging.INFO if serving else logging.CRITICAL
+    quiet = logging.WARNING if serving else logging.CRITICAL
+    levels = {
+        "dokobit_async": logging.DEBUG if verbose else logging.INFO if serving else quiet,
+        "aiohttp": logging.DEBUG if verbose else quiet,  # .access (INFO), .server, .web...
+        "asyncio": logging.INFO if verbose else quiet,  # e.g. accept() out of resources
+    }
+    names = list(levels)
     saved = {}
-    for name in names:
+    for name, level in levels.items():
         logger = logging.getLogger(name)
         saved[name] = logger.level, logger.propagate
         logger.addHandler(handler)
@@ -303,7 +310,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str, secrets: Sequence[str], code: int) -> int:
-    line = " ".join(_redact(message, secrets).split())
+    line = printable(" ".join(redact(message, secrets).split()), _LINE_LIMIT, backslashes=False)
     with contextlib.suppress(OSError, ValueError):
         print(f"{PROG}: error: {line}", file=sys.stderr, flush=True)
     return code

@@ -2,13 +2,13 @@
 
 One ``aiohttp.ClientSession`` (yours, borrowed, or ours, created lazily inside the
 running loop), the shared per-token rate limit, retries that never resend a write
-whose outcome is unknown, and errors with the access token redacted.
+whose outcome is unknown, redirects that never carry a call (or the token) to another
+host, and errors with the access token redacted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -22,17 +22,15 @@ from urllib.parse import urlsplit
 import aiohttp
 import attrs
 
-from . import _actions, _namespaces, sansio
+from . import _actions, _namespaces, _urls, sansio
 from ._payload import Dest, StreamingBody, prepared_files, write_chunks
+from ._redact import printable, redact
+from ._transport import Download, gateway_failure, transport_failure
 from .exceptions import (
     ClientClosedError,
-    ConnectError,
-    DecodeError,
     DokobitError,
     ForeignURLError,
     InvalidArgumentError,
-    OutcomeUnknownError,
-    RequestTimeoutError,
     TransportError,
 )
 from .models import Result
@@ -49,8 +47,8 @@ PRODUCTION_URL = "https://app.dokobit.com"
 logger = logging.getLogger("dokobit_async")
 T = TypeVar("T")
 
-_READ_CHUNK = 64 * 1024
 _ENVELOPE_LIMIT = 1024 * 1024  # a download body starting with "{" is parsed up to this
+_GATEWAY_STATUSES = (502, 504)  # a proxy answered: it may have passed the request on
 
 
 @attrs.frozen(kw_only=True)
@@ -63,60 +61,6 @@ class Timeout:
     read: float | None = 60.0
 
 
-def _classify(exc: BaseException) -> tuple[Outcome, type[TransportError]]:
-    """How far a failed request got, judged by the aiohttp exception."""
-    if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.InvalidURL)):
-        return Outcome.FINAL, ConnectError
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return Outcome.NOT_SENT, ConnectError
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return Outcome.NOT_SENT, RequestTimeoutError
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return Outcome.LOST, RequestTimeoutError
-    return Outcome.LOST, TransportError
-
-
-class Download:
-    """An open download: iterate it for chunks of bytes (``async for chunk in dl``).
-
-    ``content_type``, ``content_length`` and ``filename`` come from the headers.
-    """
-
-    def __init__(self, response: aiohttp.ClientResponse, head: bytes, describe: str, secret: str):
-        self._response = response
-        self._head = head
-        self._describe = describe
-        self._secret = secret
-        self.content_type: str | None = response.headers.get("Content-Type")
-        self.content_length: int | None = response.content_length
-        self.filename: str | None = (
-            response.content_disposition.filename if response.content_disposition else None
-        )
-
-    def __repr__(self) -> str:
-        return f"<Download {self._describe} {self.content_type or ''}>".replace(" >", ">")
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._head:
-            yield self._head
-        failure: DokobitError | None = None
-        try:
-            async for chunk in self._response.content.iter_chunked(_READ_CHUNK):
-                yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            _, kind = _classify(exc)
-            failure = kind(
-                f"download broke off: {self._describe}: {type(exc).__name__}",
-                reason=sansio.redact_text(str(exc), self._secret),
-            )
-        if failure is not None:
-            raise failure
-
-    async def read(self) -> bytes:
-        """The whole body."""
-        return b"".join([chunk async for chunk in self])
-
-
 class DokobitClient:
     """An asyncio client for the Dokobit Universal API.
 
@@ -125,7 +69,9 @@ class DokobitClient:
     ``aiohttp.ClientSession`` (it is never closed by the client); otherwise the client
     creates one inside the running loop and owns it. ``rate_limit=None`` switches the
     shared limiter off; ``body_encoding="json"`` sends JSON bodies instead of the
-    form encoding of Dokobit's own examples.
+    form encoding of Dokobit's own examples. API calls never follow a redirect (it
+    raises :class:`~dokobit_async.exceptions.RedirectError`); downloads follow up to
+    three, on the API's own origin only.
     """
 
     def __init__(
@@ -143,7 +89,7 @@ class DokobitClient:
             raise InvalidArgumentError("access_token must be a non-empty string")
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-            shown = sansio.redact_url(base_url)
+            shown = redact(base_url, access_token)
             raise InvalidArgumentError(
                 f"base_url must be an http(s) URL without a query: {shown!r}"
             )
@@ -171,7 +117,9 @@ class DokobitClient:
         self.validation = _namespaces.Validation(self)
 
     def __repr__(self) -> str:
-        return f"DokobitClient(base_url={self.base_url!r}, access_token='***')"
+        return (
+            f"DokobitClient(base_url={redact(self.base_url, self._token)!r}, access_token='***')"
+        )
 
     async def __aenter__(self) -> DokobitClient:
         return self
@@ -205,8 +153,9 @@ class DokobitClient:
         """Download a file URL from a status response or a postback.
 
         The access token is added here, and only for the configured API host: a URL
-        on any other host raises :class:`ForeignURLError` and nothing is sent.
-        ``dest`` works as for ``external.download``.
+        on any other host, or one that is not a well-formed http(s) URL under the base
+        URL, raises :class:`ForeignURLError` and nothing is sent. ``dest`` works as for
+        ``external.download``.
         """
         return await self._download(self._file_request(url), dest)
 
@@ -217,11 +166,12 @@ class DokobitClient:
     # ------------------------------------------------------------ internals
 
     def _file_request(self, url: str) -> sansio.Request:
-        path = sansio.file_url_path(self.base_url, url)
+        path = _urls.file_url_path(self.base_url, url)
         if path is None:
+            shown = printable(redact(url, self._token) if isinstance(url, str) else repr(url))
             raise ForeignURLError(
-                f"refusing to send the access token to {sansio.redact_url(url)!r}: "
-                f"only URLs on {self.base_url} are fetched"
+                f"refusing to send the access token to '{shown}': only well-formed "
+                f"http(s) URLs under {redact(self.base_url, self._token)} are fetched"
             )
         return sansio.Request(
             operation="download_file", method="GET", path=path, idempotent=True, returns_file=True
@@ -251,12 +201,19 @@ class DokobitClient:
         return self._limiter
 
     def _shown_url(self, request: sansio.Request) -> str:
-        """The request's URL as errors and logs show it (token masked)."""
-        sep = "&" if "?" in request.path else "?"
-        return f"{self.base_url}{request.path}{sep}access_token=***"
+        """The request's URL as errors show it, ``access_token=***``. Cheap (built for
+        every call): whatever builds an error from it redacts it (``sansio``)."""
+        return (
+            f"{self.base_url}{request.path}{'&' if '?' in request.path else '?'}access_token=***"
+        )
+
+    def _masked(self, url: str) -> str:
+        sep = "&" if "?" in url else "?"
+        return redact(f"{url}{sep}access_token=***", self._token)
 
     def _shown(self, request: sansio.Request) -> str:
-        return f"{request.method} {self._shown_url(request)}"
+        """``METHOD URL`` for messages and logs, redacted."""
+        return redact(f"{request.method} {self._shown_url(request)}", self._token)
 
     async def _json(self, request: sansio.Request, model: type[T]) -> T:
         """Send ``request`` and decode its JSON answer into ``model``."""
@@ -284,15 +241,13 @@ class DokobitClient:
             if "json" in (response.content_type or "") or sansio.looks_like_error_envelope(head):
                 while not response.content.at_eof() and len(head) < _ENVELOPE_LIMIT:
                     head += await response.content.readany()
-                # not JSON after all (DecodeError): a file that starts with "{"
-                with contextlib.suppress(DecodeError):
-                    sansio.parse_json_response(
-                        response.status,
-                        head,
-                        secret=self._token,
-                        method=request.method,
-                        url=self._shown_url(request),
-                    )
+                sansio.raise_for_error_envelope(
+                    response.status,
+                    head,
+                    secret=self._token,
+                    method=request.method,
+                    url=self._shown_url(request),
+                )
             return Download(response, head, self._shown(request), self._token)
 
         download = await self._send(request, consume)
@@ -327,8 +282,6 @@ class DokobitClient:
     ) -> T:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        url = sansio.api_url(self.base_url, request.path)
-        shown = self._shown(request)
         attempt = 0
         while True:
             attempt += 1
@@ -339,18 +292,9 @@ class DokobitClient:
             failure: DokobitError
             retry_after: float | None = None
             try:
-                response = await session.request(
-                    request.method,
-                    url,
-                    params={"access_token": self._token},
-                    data=body,
-                    timeout=self._client_timeout,
-                    allow_redirects=True,
-                    raise_for_status=False,  # a borrowed session may raise by default
-                )
+                response = await self._exchange(session, request, body, limiter)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                outcome, kind = _classify(exc)
-                failure = self._transport_failure(request, kind, outcome, exc, shown)
+                outcome, failure = self._failure(request, exc)
                 status_text = type(exc).__name__
             else:
                 status_text = str(response.status)
@@ -362,8 +306,7 @@ class DokobitClient:
                     error_body = await response.content.read(_ENVELOPE_LIMIT)
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                     response.release()
-                    outcome, kind = _classify(exc)
-                    failure = self._transport_failure(request, kind, outcome, exc, shown)
+                    outcome, failure = self._failure(request, exc)
                 except BaseException:
                     response.release()
                     raise
@@ -379,6 +322,8 @@ class DokobitClient:
                         secret=self._token,
                     )
                     retry_after = getattr(failure, "retry_after", None)
+                    if response.status in _GATEWAY_STATUSES and not request.idempotent:
+                        failure = gateway_failure(failure, shown=self._shown(request))
             self._log(request, status_text, loop.time() - sent_at, attempt)
             delay = self.retry.decide(
                 idempotent=request.idempotent,
@@ -397,36 +342,87 @@ class DokobitClient:
             if delay is None:
                 raise failure
             logger.warning(
-                "retrying %s after %.2f s (attempt %d: %s)", shown, delay, attempt, failure
+                "retrying %s after %.2f s (attempt %d: %s)",
+                self._shown(request),
+                delay,
+                attempt,
+                failure,
             )
             if not (outcome is Outcome.RATE_LIMITED and limiter is not None):
                 await asyncio.sleep(delay)
 
-    def _transport_failure(
+    async def _exchange(
         self,
+        session: aiohttp.ClientSession,
         request: sansio.Request,
-        kind: type[TransportError],
-        outcome: Outcome,
-        exc: BaseException,
-        shown: str,
-    ) -> TransportError:
-        reason = sansio.redact_text(f"{type(exc).__name__}: {exc}", self._token)
-        method, url = shown.split(" ", 1)
-        if outcome is Outcome.LOST and not request.idempotent:
-            return OutcomeUnknownError(
-                f"{shown}: the answer was lost ({reason}); the call may or may not have "
-                "taken effect, so it was not repeated: check the state before retrying",
-                method=method,
-                url=url,
-                reason=reason,
+        body: StreamingBody | None,
+        limiter: SharedLimiter | None,
+    ) -> aiohttp.ClientResponse:
+        """Send ``request`` once and return its answer, never a redirect.
+
+        aiohttp's own redirect handling is off: it would turn a 301-303 on a write into
+        a GET on the other host (whose answer we would then return) and resend a write's
+        body on a 307/308. A download follows up to ``MAX_REDIRECTS`` redirects itself,
+        only on the API's origin, with the token re-added there; every other 3xx
+        raises :class:`RedirectError`.
+        """
+        url = _urls.api_url(self.base_url, request.path)
+        hops = 0
+        while True:
+            response = await session.request(
+                request.method,
+                url,
+                params={"access_token": self._token},
+                data=body,
+                timeout=self._client_timeout,
+                allow_redirects=False,
+                raise_for_status=False,  # a borrowed session may raise by default
             )
-        return kind(f"{shown}: {reason}", method=method, url=url, reason=reason)
+            if not 300 <= response.status < 400:
+                return response
+            response.release()
+            location = response.headers.get("Location")
+            target = None
+            if request.returns_file:
+                target = _urls.redirect_path(self.base_url, url, location)
+            follow = target is not None and hops < _urls.MAX_REDIRECTS
+            logger.debug(
+                "%s %s -> %d, %s",
+                request.method,
+                redact(url, self._token),
+                response.status,
+                "following it on the API's origin" if follow else "not following it",
+            )
+            if target is None or not follow:
+                raise _urls.refused_redirect(
+                    status=response.status,
+                    method=request.method,
+                    url=self._masked(url),
+                    location=location,
+                    base_url=self.base_url,
+                    download=request.returns_file,
+                    exhausted=target is not None,
+                    secret=self._token,
+                )
+            hops += 1
+            url = _urls.api_url(self.base_url, target)
+            if limiter is not None:
+                await limiter.acquire()
+
+    def _failure(
+        self, request: sansio.Request, exc: BaseException
+    ) -> tuple[Outcome, TransportError]:
+        return transport_failure(
+            exc, idempotent=request.idempotent, shown=self._shown(request), secret=self._token
+        )
 
     def _log(self, request: sansio.Request, status: str, seconds: float, attempt: int) -> None:
+        if not logger.isEnabledFor(logging.DEBUG):  # redacting costs; skip it unseen
+            return
         logger.debug(
             "%s %s -> %s in %.1f ms (attempt %d)",
             request.method,
-            request.path,
+            redact(request.path, self._token),
             status,
             seconds * 1000,
             attempt,

@@ -42,6 +42,7 @@ __all__ = [
     "SigningCreated",
     "UnknownEvent",
     "event_key",
+    "is_valid_token",
     "mint_postback_secret",
     "parse_postback",
     "verify_postback_secret",
@@ -170,6 +171,18 @@ def _text(payload: Mapping[str, Any], name: str) -> str | None:
     raise InvalidPostbackError(f"field {name!r} must be text, not {type(value).__name__}")
 
 
+def is_valid_token(value: object) -> bool:
+    """Whether ``value`` can be a Dokobit token (signing, signer or validation token).
+
+    A non-blank string that is not ``.`` or ``..`` (surrounding whitespace ignored):
+    quoted into a path, those would be dot segments, and aiohttp resolves
+    ``/api/signing-external/../status.json`` to ``/api/status.json``. Every other
+    character is quoted, ``/`` included, so no other token can change the path. The
+    client refuses such tokens as arguments, the receiver as a postback's ``token``.
+    """
+    return isinstance(value, str) and value.strip() not in ("", ".", "..")
+
+
 def _encodable(name: str, text: str) -> str:
     """JSON escapes can carry lone surrogates, which no UTF-8 store accepts."""
     try:
@@ -230,7 +243,7 @@ def parse_postback(
 
     Raises :class:`~dokobit_async.exceptions.InvalidPostbackError` (with a one-line
     ``reason``) for anything that is not a postback: not an object, no ``action``,
-    wrongly typed fields.
+    wrongly typed fields, a ``token`` that is blank, ``.`` or ``..``.
     """
     payload = _decode(body, content_type)
     if not isinstance(payload, Mapping):
@@ -240,9 +253,12 @@ def parse_postback(
         raise InvalidPostbackError("the body has no 'action'")
     _encodable("action", action)
     cls = EVENT_TYPES.get(action, UnknownEvent)
+    token = _text(payload, "token")
+    if token is not None and not is_valid_token(token):
+        raise InvalidPostbackError("field 'token' is blank, '.' or '..': not a signing token")
     fields: dict[str, Any] = {
         "action": action,
-        "token": _text(payload, "token"),
+        "token": token,
         "signer": _text(payload, "signer"),
         "signer_info": _signer_info(payload.get("signer_info")),
         "raw": MappingProxyType(dict(payload)),

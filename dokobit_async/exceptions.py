@@ -4,7 +4,8 @@ One root, structured attributes, builtin mix-ins where they fit::
 
     DokobitError
     ├── InvalidArgumentError (ValueError)      bad input, raised before any request
-    │   └── ForeignURLError                    download_file() refused a URL's host
+    │   └── ForeignURLError                    download_file() refused a URL (another
+    │                                          host, or not a well-formed URL)
     ├── InvalidPostbackError (ValueError)      a request body that is not a postback
     ├── ClientClosedError (RuntimeError)       the client was used after aclose()
     ├── InboxError                             the postback inbox failed
@@ -14,8 +15,10 @@ One root, structured attributes, builtin mix-ins where they fit::
     │   ├── ConnectError (ConnectionError)     could not connect; nothing was sent
     │   ├── RequestTimeoutError (TimeoutError) connect or read timed out
     │   └── OutcomeUnknownError                a write may or may not have taken effect
+    │                                          (answer lost, or a gateway's 502/504)
     ├── DecodeError                            the answer was not what the API sends
     └── APIError                               the API answered with an error
+        ├── RedirectError                      3xx: never trusted, never a success
         ├── ValidationError                    400, with per-field ``errors``
         ├── AuthenticationError                401 or 403 (bad or missing access token)
         ├── NotFoundError                      404 (or an unknown signing token)
@@ -25,7 +28,9 @@ One root, structured attributes, builtin mix-ins where they fit::
 No exception from aiohttp ever reaches the caller: aiohttp's exceptions embed the full
 request URL, and the access token travels in that URL's query string. Our errors carry
 URLs only in redacted form (``access_token=***``), and an aiohttp error is never
-chained to them as cause or context, so not even a traceback shows its message.
+chained to them as cause or context, so not even a traceback shows its message. Every
+other string an error carries (message, field errors, ``body``, ``excerpt``,
+``reason``) has the token masked in every spelling a server may echo it in.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ __all__ = [
     "NotFoundError",
     "OutcomeUnknownError",
     "RateLimitedError",
+    "RedirectError",
     "RequestTimeoutError",
     "ServerError",
     "TransportError",
@@ -68,7 +74,9 @@ class InvalidArgumentError(DokobitError, ValueError):
 
 
 class ForeignURLError(InvalidArgumentError):
-    """A file URL points at a host other than the configured API host.
+    """A file URL points at a host other than the configured API host, or is not a
+    well-formed http(s) URL under the API's base URL (a bad port, ``https:host/x``,
+    ``javascript:``, whitespace, a ``..`` segment).
 
     The access token is appended to file URLs, so it is only ever sent to the API host.
     """
@@ -128,10 +136,19 @@ class OutcomeUnknownError(TransportError):
     """A non-idempotent call may or may not have taken effect.
 
     Raised when a write (``create``, ``add_signers``, ``remind``, ``seal``, e-delivery,
-    validation upload) was sent but no answer arrived. It is never resent blindly,
-    because that could create a second signing; check the state (e.g. with ``status``)
-    before trying again.
+    validation upload) was sent but no answer arrived, or a gateway answered 502 or
+    504 in the API's place (it may have passed the request on). It is never resent
+    blindly, because that could create a second signing; check the state (e.g. with
+    ``status``) before trying again.
+
+    ``status`` is the gateway's HTTP status (502 or 504), ``None`` when no answer
+    arrived; the :class:`ServerError` built from the gateway's answer is the
+    ``__cause__``.
     """
+
+    def __init__(self, message: str, *, status: int | None = None, **kwargs: str):
+        super().__init__(message, **kwargs)
+        self.status = status
 
 
 class DecodeError(DokobitError):
@@ -198,6 +215,24 @@ class APIError(DokobitError):
             where = f"{item.field}: " if item.field else ""
             text += f"; {where}{item.message}"
         return text
+
+
+class RedirectError(APIError):
+    """The API answered with a redirect (3xx), which was not followed.
+
+    JSON actions never follow a redirect: its target's answer could be anything (and a
+    307/308 would resend the body there). Downloads follow at most three, and only on
+    the base URL's own origin (same scheme, host and port, under its path); this is
+    raised for any other, or for one more. ``location_origin`` is the
+    ``scheme://host[:port]`` of the ``Location`` header (``""`` when it is missing or
+    unreadable), never its path or query. A write answered with a redirect may or may
+    not have taken effect (a 303 usually means it did): check the state before
+    trying again.
+    """
+
+    def __init__(self, message: str, *, location_origin: str = "", **kwargs: Any):
+        super().__init__(message, **kwargs)
+        self.location_origin = location_origin
 
 
 class ValidationError(APIError):

@@ -20,7 +20,9 @@ Durability (:class:`SQLiteInbox`)
 * Dispatch bookkeeping is committed the same way, so delivery is *at least once*: a
   crash between a handler's success and ``mark_handler_done`` runs that handler again
   after restart. ``handlers_done`` lets the dispatcher skip handlers that already
-  succeeded; handlers should still be idempotent.
+  succeeded; handlers should still be idempotent. A write that fails (a full disk, a
+  lock held past ``busy_timeout``) does not rerun anything: the dispatcher remembers
+  the success in memory and retries the write.
 * :class:`MemoryInbox` keeps the same rules but survives nothing: it is for tests.
 
 Group commit
@@ -58,6 +60,8 @@ __all__ = [
     "MemoryInbox",
     "SQLiteInbox",
     "StoredEvent",
+    "add_event",
+    "new_event",
 ]
 
 InboxState = Literal["pending", "done", "dead", "unconfirmed"]
@@ -97,6 +101,46 @@ class StoredEvent:
     """Names of the handlers (or consumers) that succeeded for this event."""
 
 
+def new_event(
+    *,
+    id: str,
+    signing_token: str,
+    action: str,
+    body: bytes,
+    content_type: str,
+    received_at: float,
+) -> StoredEvent:
+    """A postback about to be stored, as the dispatcher takes it over: pending, no
+    attempts yet, and ``seq`` 0 (the inbox numbers it; the dispatcher keeps the arrival
+    order of what it is handed by itself)."""
+    return StoredEvent(
+        id=id,
+        seq=0,
+        signing_token=signing_token,
+        action=action,
+        body=body,
+        content_type=content_type,
+        received_at=received_at,
+        state="pending",
+        attempts=0,
+        next_attempt_at=0.0,
+        last_error=None,
+        handlers_done=frozenset(),
+    )
+
+
+async def add_event(inbox: Inbox, event: StoredEvent) -> bool:
+    """``inbox.add()`` of a :func:`new_event`: False if it is a duplicate."""
+    return await inbox.add(
+        id=event.id,
+        signing_token=event.signing_token,
+        action=event.action,
+        body=event.body,
+        content_type=event.content_type,
+        received_at=event.received_at,
+    )
+
+
 class Inbox(Protocol):
     """What the receiver, the dispatcher and the CLI need from a durable inbox."""
 
@@ -125,9 +169,10 @@ class Inbox(Protocol):
         """The event with this id, or None."""
 
     async def pending(
-        self, *, limit: int = 1000, due_before: float | None = None
+        self, *, limit: int = 1000, due_before: float | None = None, after_seq: int = 0
     ) -> builtins.list[StoredEvent]:
-        """Pending events (with ``next_attempt_at <= due_before`` if given), by seq."""
+        """Pending events with ``seq > after_seq`` (and ``next_attempt_at <=
+        due_before`` if given), by seq: page through them with the last seq seen."""
 
     async def mark_handler_done(self, id: str, handler: str) -> None:
         """Record that ``handler`` succeeded for the event (idempotent)."""
@@ -275,15 +320,17 @@ class MemoryInbox(_Lifecycle):
         return self._events.get(id)
 
     async def pending(
-        self, *, limit: int = 1000, due_before: float | None = None
+        self, *, limit: int = 1000, due_before: float | None = None, after_seq: int = 0
     ) -> builtins.list[StoredEvent]:
-        """Pending events (with ``next_attempt_at <= due_before`` if given), by seq."""
+        """Pending events with ``seq > after_seq`` (and ``next_attempt_at <=
+        due_before`` if given), by seq."""
         _check_limit(limit)
         self._require_open()
         due = [
             event
             for event in self._events.values()
             if event.state == "pending"
+            and event.seq > after_seq
             and (due_before is None or event.next_attempt_at <= due_before)
         ]
         return due[:limit]

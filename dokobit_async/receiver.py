@@ -14,9 +14,16 @@ then answered 200; a dispatcher task hands it to the registered handlers. Duplic
 or ``receiver.setup(existing_app)`` to mount it into your own application.
 
 Answers: 200 stored (or a duplicate), 400 not a postback (one-line reason), 401 the
-URL's MAC does not verify (nothing is stored), 405 wrong method, 408 the body came
-too slowly, 413 too large, 503 the inbox failed (Dokobit will retry). Nothing a
-sender puts in a request gets a 500.
+URL's MAC does not verify (nothing is stored), 404 another path (in :meth:`app`), 405
+wrong method, 408 the body came too slowly, 413 too large, 417 an ``Expect`` other
+than ``100-continue``, 503 the inbox failed (Dokobit will retry). Nothing a sender
+puts in a request gets a 500. A body that cannot be read (a broken or unsupported
+``Content-Encoding``, broken framing) gets a 400 with ``Connection: close``; a sender
+that hangs up mid-body is one INFO line.
+
+To serve it so that misbehaving senders cannot make it unreachable (keep-alive and
+header timeouts, a connection cap below the open-files limit), see
+:class:`GuardedSite` and :class:`ConnectionGuard`.
 """
 
 from __future__ import annotations
@@ -32,33 +39,46 @@ from aiohttp import web
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestPayloadError
 
-from ._dispatcher import Delivery, Dispatcher, shown_token
+from ._dispatcher import Delivery, Dispatcher
+from ._http import (
+    RAW_BODIES,
+    BadBodyError,
+    answer_and_close,
+    expect_continue,
+    read_body,
+    unsupported_coding,
+)
+from ._http import answer as _answer
+from ._redact import printable, redact, shown_token
+from ._serve import ConnectionGuard, GuardedSite
 from .events import (
-    SECRET_SEGMENT,
     event_key,
     mint_postback_secret,
     parse_postback,
     verify_postback_secret,
 )
 from .exceptions import InvalidArgumentError, InvalidPostbackError
-from .inbox import Inbox, MemoryInbox, StoredEvent
+from .inbox import Inbox, MemoryInbox, add_event, new_event
 from .retry import RetryPolicy
 from .routing import Router
-from .sansio import redact_url
 
 if TYPE_CHECKING:
     from .client import DokobitClient
 
-__all__ = ["Delivery", "PostbackReceiver", "RedactingAccessLogger"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "ConnectionGuard",
+    "Delivery",
+    "GuardedSite",
+    "PostbackReceiver",
+    "RedactingAccessLogger",
+]
 
 logger = logging.getLogger("dokobit_async.receiver")
 
-_READ_CHUNK = 64 * 1024
-
-
-def redact_path(text: str) -> str:
-    """``text`` with minted postback secrets and access tokens masked."""
-    return redact_url(SECRET_SEGMENT.sub("***", text))
+DEFAULT_RETRY = RetryPolicy(max_attempts=8, base_delay=2.0, max_delay=600.0, deadline=float("inf"))
+"""How often, and how far apart, a failing handler is run again before its event is
+dead-lettered: 8 attempts, 2 s doubling up to 10 min, no deadline."""
 
 
 class RedactingAccessLogger(AccessLogger):
@@ -68,7 +88,7 @@ class RedactingAccessLogger(AccessLogger):
 
     def _format_line(self, request: Any, response: Any, time: float) -> Any:
         return [
-            (key, redact_path(value) if isinstance(value, str) else value)
+            (key, redact(value) if isinstance(value, str) else value)
             for key, value in super()._format_line(request, response, time)
         ]
 
@@ -98,9 +118,7 @@ class PostbackReceiver:
         max_body_size: int = 1024 * 1024,
         read_timeout: float = 10.0,
         concurrency: int = 16,
-        retry: RetryPolicy = RetryPolicy(  # noqa: B008 - frozen
-            max_attempts=8, base_delay=2.0, max_delay=600.0, deadline=float("inf")
-        ),
+        retry: RetryPolicy = DEFAULT_RETRY,
         confirm_attempts: int = 4,
         confirm_delay: float = 2.0,
         shutdown_timeout: float = 10.0,
@@ -153,9 +171,16 @@ class PostbackReceiver:
 
         Serve it with ``access_log_class=RedactingAccessLogger``: aiohttp's default
         access log writes the request path, and the path carries the URL's secret.
+        Its server leaves bodies as they came (``auto_decompress=False``): the
+        receiver decodes them itself, so a bad ``Content-Encoding`` is a clean 400.
+        Any other path answers 404.
         """
-        application = web.Application(client_max_size=self.max_body_size)
+        application = web.Application(
+            client_max_size=self.max_body_size, handler_args={"auto_decompress": False}
+        )
+        application[RAW_BODIES] = True
         self.setup(application)
+        application.router.add_route("*", "/{tail:.*}", _not_found, expect_handler=expect_continue)
         return application
 
     def setup(self, app: web.Application, *, path: str | None = None) -> None:
@@ -167,7 +192,8 @@ class PostbackReceiver:
             self.path = path
         app[RECEIVER_KEY] = self
         route = f"{self.path}/{{secret}}" if self._secret else self.path
-        app.router.add_post(route, self._handle)
+        # every method, so that a wrong one gets our 405, after our Expect handling
+        app.router.add_route("*", route, self._handle, expect_handler=expect_continue)
         app.cleanup_ctx.append(self._lifecycle)
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
@@ -183,7 +209,11 @@ class PostbackReceiver:
             confirm_delay=self.confirm_delay,
             ack_timeout=self.ack_timeout,
         )
-        await dispatcher.start()
+        try:
+            await dispatcher.start()
+        except BaseException:  # the app does not start: leave nothing open
+            await self.inbox.close()
+            raise
         self._dispatcher = dispatcher
         loop_task = asyncio.create_task(dispatcher.run(), name="dokobit-dispatcher")
         try:
@@ -232,59 +262,68 @@ class PostbackReceiver:
             return _answer(503, "temporarily unavailable")
 
     async def _receive(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            response = _answer(405, "only POST is accepted")
+            response.headers["Allow"] = "POST"
+            return response
         if self._secret and not verify_postback_secret(
             self._secret, request.match_info.get("secret", "")
         ):
             logger.info("postback refused: the URL does not verify")
             return _answer(401, "unknown postback URL")
+        coding = unsupported_coding(request)
+        if coding is not None:
+            logger.info("postback refused: unsupported Content-Encoding %s", printable(coding, 40))
+            response = _answer(400, "unsupported Content-Encoding")
+            response.force_close()  # the body that follows is not ours to interpret
+            return response
         if (request.content_length or 0) > self.max_body_size:
             return _answer(413, f"body larger than {self.max_body_size} bytes")
         try:
-            body = await asyncio.wait_for(self._read(request), timeout=self.read_timeout)
+            body = await asyncio.wait_for(
+                read_body(request, self.max_body_size), timeout=self.read_timeout
+            )
         except asyncio.TimeoutError:
             return _answer(408, "the body did not arrive in time")
-        except RequestPayloadError:  # e.g. a Content-Encoding the body does not match
-            return _answer(400, "the body could not be read (bad encoding or framing)")
+        except BadBodyError as exc:
+            logger.info("postback refused: %s", printable(exc))
+            response = _answer(400, f"the body could not be read: {exc}")
+            response.force_close()
+            return response
+        except RequestPayloadError:  # aiohttp could not decode or frame it
+            logger.info("postback refused: the body could not be read (encoding or framing)")
+            return await answer_and_close(request, 400, "the body could not be read")
+        except OSError:  # e.g. ConnectionResetError: nobody is left to answer
+            logger.info("postback not received: the sender closed the connection mid-body")
+            return _answer(400, "the connection closed before the body was complete")
         if body is None:
             return _answer(413, f"body larger than {self.max_body_size} bytes")
         try:
             event = parse_postback(body, request.content_type)
         except InvalidPostbackError as exc:
-            logger.info("postback refused: %s", exc.reason)
+            logger.info("postback refused: %s", printable(exc.reason))
             return _answer(400, exc.reason)
-        fresh = StoredEvent(
+        fresh = new_event(
             id=event_key(event),
-            seq=0,
             signing_token=event.token or "",
             action=event.action,
             body=body,
             content_type=request.content_type,
             received_at=time.time(),
-            state="pending",
-            attempts=0,
-            next_attempt_at=0.0,
-            last_error=None,
-            handlers_done=frozenset(),
-        )  # seq is given by the inbox; the dispatcher keeps arrival order by itself
+        )
         try:
-            stored = await self.inbox.add(
-                id=fresh.id,
-                signing_token=fresh.signing_token,
-                action=fresh.action,
-                body=body,
-                content_type=fresh.content_type,
-                received_at=fresh.received_at,
-            )
-        except Exception:
-            logger.exception(
-                "postback %s for %s not stored: the inbox failed",
-                event.action,
+            stored = await add_event(self.inbox, fresh)
+        except Exception as exc:  # one line: on a full disk, every postback fails alike
+            logger.error(
+                "postback %s for %s not stored (answered 503): the inbox failed: %s",
+                printable(event.action),
                 shown_token(event.token),
+                printable(f"{type(exc).__name__}: {exc}"),
             )
             return _answer(503, "could not store the postback; try again")
         logger.info(
             "postback %s for %s %s",
-            event.action,
+            printable(event.action),
             shown_token(event.token),
             "stored" if stored else "duplicate, already stored",
         )
@@ -292,20 +331,10 @@ class PostbackReceiver:
             self._dispatcher.submit(fresh)
         return _answer(200, "ok")
 
-    async def _read(self, request: web.Request) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await request.content.read(_READ_CHUNK):
-            size += len(chunk)
-            if size > self.max_body_size:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
 
 RECEIVER_KEY = web.AppKey("dokobit_async.receiver", PostbackReceiver)
 """Where ``setup`` leaves the receiver in the application's state."""
 
 
-def _answer(status: int, text: str) -> web.Response:
-    return web.Response(status=status, text=text + "\n")
+async def _not_found(request: web.Request) -> web.Response:
+    return _answer(404, "not found")

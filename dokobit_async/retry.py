@@ -7,6 +7,11 @@ What may be retried (see the issue and ``OutcomeUnknownError``):
 * a read timeout, a dropped connection, 500/502/503/504: idempotent calls only
   (status, downloads, reports, update, delete). A write whose answer was lost, or
   that failed with a 5xx, is never resent blindly: it could create a second signing.
+  The client raises ``OutcomeUnknownError`` for a write whose answer was lost or came
+  from a gateway (502, 504: it may have passed the request on), and ``ServerError``
+  for a write answered 500 or 503;
+* a redirect (3xx): never retried, and never followed by an API call (the client
+  raises ``RedirectError``; downloads follow up to three on the API's own origin).
 
 Delays are exponential with full jitter, capped per sleep, and the whole call has a
 deadline. A server-given ``Retry-After`` is honoured as long as it fits the deadline.

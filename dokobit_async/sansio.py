@@ -20,12 +20,18 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote_plus
 
 import attrs
 from cattrs.errors import BaseValidationError
 
 from . import _convert
+
+# redaction lives in ``_redact`` (one function for the client, the receiver and the
+# CLI) and URL rules in ``_urls``; their older names stay importable from here
+from ._redact import redact, redact_bytes, redact_data
+from ._urls import api_url as api_url
+from ._urls import file_url_path as file_url_path
 from .events import parse_postback
 from .exceptions import (
     APIError,
@@ -41,6 +47,8 @@ from .exceptions import (
 from .models import SigningFile
 
 T = TypeVar("T")
+
+redact_url = redact_text = redact  # older names of the one redaction function
 
 __all__ = ["Request", "error_from_response", "parse_json_response", "parse_postback"]
 
@@ -204,65 +212,6 @@ def encode_body(
     return [s for s in segments if not isinstance(s, bytes) or s]
 
 
-# ------------------------------------------------------------------ URLs, secrets
-
-_TOKEN_PARAM = re.compile(r"(access_token=)[^&#\s]*", re.IGNORECASE)
-_TOKEN_PARAM_BYTES = re.compile(rb"(access_token=)[^&#\s\"]*", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the value of every ``access_token`` parameter replaced by ``***``."""
-    return _TOKEN_PARAM.sub(r"\1***", str(url))
-
-
-def redact_text(text: str, secret: str) -> str:
-    """``text`` with ``secret`` and any ``access_token=`` value masked."""
-    if secret:
-        text = text.replace(secret, "***")
-    return redact_url(text)
-
-
-def redact_bytes(body: bytes, secret: str) -> bytes:
-    """:func:`redact_text` for raw bytes (an answer that echoes the token)."""
-    if secret:
-        body = body.replace(secret.encode(), b"***")
-    return _TOKEN_PARAM_BYTES.sub(rb"\1***", body)
-
-
-def api_url(base_url: str, path: str) -> str:
-    """``{base_url}{path}`` without the token (the client adds it as a parameter)."""
-    return base_url.rstrip("/") + path
-
-
-def file_url_path(base_url: str, url: str) -> str | None:
-    """For a file URL under ``base_url`` (same scheme, host and port, and under its
-    path), the rest of its path and its query minus any ``access_token``, ready for
-    :func:`api_url`; ``None`` for any other URL."""
-    base = urlsplit(base_url)
-    target = urlsplit(url if "//" in url else api_url(base_url, url))
-    same = (target.scheme, target.hostname, target.port or _port(target.scheme)) == (
-        base.scheme,
-        base.hostname,
-        base.port or _port(base.scheme),
-    )
-    prefix = base.path.rstrip("/")
-    path = target.path or "/"
-    if not same or target.username or target.password or not path.startswith(prefix + "/"):
-        return None
-    query = urlencode(
-        [
-            (k, v)
-            for k, v in parse_qsl(target.query, keep_blank_values=True)
-            if k.lower() != "access_token"
-        ]
-    )
-    return urlunsplit(("", "", path[len(prefix) :], query, ""))
-
-
-def _port(scheme: str) -> int | None:
-    return {"http": 80, "https": 443}.get(scheme)
-
-
 # ------------------------------------------------------------------ answers
 
 
@@ -288,9 +237,11 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 def excerpt(body: bytes, secret: str = "") -> str:
     """A short, printable, redacted start of ``body`` for error messages."""
-    text = body[: _EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    # redact before cutting: a cut could split a spelling of the secret and so keep
+    # part of it
+    text = redact_bytes(body, secret)[: _EXCERPT_CHARS * 4].decode("utf-8", "replace")
     text = "".join(ch if ch.isprintable() else " " for ch in text)
-    text = redact_text(" ".join(text.split()), secret)
+    text = redact(" ".join(text.split()), secret)
     return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "..."
 
 
@@ -338,25 +289,26 @@ def error_from_response(
     """The error for an error answer: by HTTP status, or for a 2xx with an error body
     by the envelope's ``code``/``error_code`` when it is an HTTP status.
 
-    The body is redacted before anything is read from it, so neither the message, the
-    field errors nor ``body`` can carry the secret even if the server echoed it.
+    The body is redacted before anything is read from it, and every string decoded
+    from it again (keys too), so neither the message, the field errors, ``body`` nor
+    ``url`` can carry the secret in any spelling, even if the server echoed it.
     """
     body = redact_bytes(body, secret)
-    decoded = _decode_json(body)
+    decoded = redact_data(_decode_json(body), secret)
     envelope: Mapping[str, Any] = decoded if isinstance(decoded, Mapping) else {}
     code = _int_or_none(envelope.get("error_code", envelope.get("code")))
     errors = _field_errors(envelope.get("errors"))
     message = envelope.get("message")
     if not isinstance(message, str) or not message:
         message = excerpt(body, secret) if body and not envelope else f"HTTP {status}"
-    message = redact_text(message, secret)
+    message = redact(message, secret)
     kind = status if status >= 300 else (code if code and 400 <= code < 600 else 400)
     common: dict[str, Any] = {
         "status": status,
         "error_code": code,
         "errors": errors,
         "method": method,
-        "url": url,
+        "url": redact(url, secret),
         "body": envelope or None,
     }
     if kind == 429:
@@ -384,11 +336,11 @@ def parse_json_response(
     """
     decoded = _decode_json(body)
     if not isinstance(decoded, Mapping):
+        url, short = redact(url, secret), excerpt(body, secret)
         raise DecodeError(
-            f"expected a JSON object from {method} {url}, got HTTP {status}: "
-            f"{excerpt(body, secret)!r}",
+            f"expected a JSON object from {method} {url}, got HTTP {status}: {short!r}",
             status=status,
-            excerpt=excerpt(body, secret),
+            excerpt=short,
             url=url,
         )
     if decoded.get("status") == "error":
@@ -401,6 +353,16 @@ def looks_like_error_envelope(head: bytes) -> bool:
     return head.lstrip()[:1] == b"{"
 
 
+def raise_for_error_envelope(
+    status: int, body: bytes, *, method: str = "", url: str = "", secret: str = ""
+) -> None:
+    """Raise the matching error if a download's answer is an error envelope; any other
+    body (JSON or not: a file may start with ``{``) is left to the caller."""
+    decoded = _decode_json(body)
+    if isinstance(decoded, Mapping) and decoded.get("status") == "error":
+        raise error_from_response(status, body, method=method, url=url, secret=secret)
+
+
 def structure(
     data: Mapping[str, Any], cls: type[T], *, status: int = 200, url: str = "", secret: str = ""
 ) -> T:
@@ -410,6 +372,7 @@ def structure(
     except (TypeError, ValueError, KeyError, AttributeError, BaseValidationError) as exc:
         problem = type(exc).__name__
     short = excerpt(json.dumps(data, default=str).encode(), secret)
+    url = redact(url, secret)
     raise DecodeError(
         f"unexpected {cls.__name__} answer from {url or 'the API'} ({problem}): {short!r}",
         status=status,

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
+from _profiles import REPEATABLE, register
 from aioresponses import aioresponses
+from hypothesis import settings
 from yarl import URL
+
+# Property tests run the same examples on every run unless a profile is asked for:
+# HYPOTHESIS_PROFILE=randomized here, or --hypothesis-profile=randomized, which the
+# Hypothesis pytest plugin applies after this file has been imported.
+register()
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or REPEATABLE)
 
 
 class _Response(aiohttp.ClientResponse):

@@ -24,7 +24,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -191,7 +191,9 @@ def _pump(stream: IO[str], into: list[str], lines: queue.Queue[str]) -> None:
 class Listener:
     """``python -m dokobit_async listen`` in a subprocess, its output read in threads."""
 
-    def __init__(self, tmp_path: Path, module: str, *extra: str, env: dict[str, str]):
+    def __init__(
+        self, tmp_path: Path, module: str, *extra: str, env: dict[str, str], **popen: Any
+    ):
         self.proc = subprocess.Popen(
             [
                 *(sys.executable, "-m", "dokobit_async", "listen"),
@@ -203,6 +205,7 @@ class Listener:
             text=True,
             cwd=tmp_path,
             env=env,
+            **popen,
         )
         assert self.proc.stdout is not None
         assert self.proc.stderr is not None

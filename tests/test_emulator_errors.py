@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from _profiles import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_emulator_flows import PDF, call, external_body, pdf_file
@@ -309,9 +310,7 @@ _trees = st.recursive(
 )
 
 
-@settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=examples(200), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     path=st.sampled_from(PATHS),
     kind=st.sampled_from(["bytes", "form", "multipart", "json"]),

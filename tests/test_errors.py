@@ -349,9 +349,9 @@ async def test_503_on_status_is_retried_then_succeeds(mocked: Any) -> None:
     assert calls(mocked) == 2
 
 
-@pytest.mark.parametrize("http_status", [502, 503, 504])
+@pytest.mark.parametrize("http_status", [500, 503])
 async def test_unavailable_on_create_is_not_retried(mocked: Any, http_status: int) -> None:
-    """A write that gets 502/503/504 is not repeated: one call, then ``ServerError``."""
+    """A write that gets 500/503 is not repeated: one call, then ``ServerError``."""
     respond(mocked, "POST", CREATE_PATH, http_status, "", repeat=True)
 
     async with make_client(FAST) as dokobit:
@@ -359,6 +359,20 @@ async def test_unavailable_on_create_is_not_retried(mocked: Any, http_status: in
             await create(dokobit)
 
     assert calls(mocked) == 1
+
+
+@pytest.mark.parametrize("http_status", [502, 504])
+async def test_gateway_error_on_create_is_outcome_unknown(mocked: Any, http_status: int) -> None:
+    """A write that gets 502/504 from a gateway (which may have passed it on) is not
+    repeated: one call, then ``OutcomeUnknownError`` with the status kept."""
+    respond(mocked, "POST", CREATE_PATH, http_status, "", repeat=True)
+
+    async with make_client(FAST) as dokobit:
+        with pytest.raises(OutcomeUnknownError) as caught:
+            await create(dokobit)
+
+    assert calls(mocked) == 1
+    assert caught.value.status == http_status
 
 
 async def test_retries_stop_after_max_attempts(mocked: Any) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from _profiles import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,13 +35,9 @@ from dokobit_async.events import (
 )
 from dokobit_async.exceptions import InvalidPostbackError
 
-# No example database: these tests must not write files into the checkout.
-PROPERTY = settings(
-    max_examples=500,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+# Derandomized, no example database (tests/_profiles.py); 500 examples, scaled by
+# the Hypothesis profile.
+PROPERTY = settings(max_examples=examples(500), suppress_health_check=[HealthCheck.too_slow])
 
 
 def body_of(payload: Any) -> bytes:

@@ -120,6 +120,23 @@ async def test_pending_is_ordered_by_seq_and_only_pending(inbox: Inbox) -> None:
     assert await inbox.pending(limit=0) == []
 
 
+async def test_pending_pages_by_seq_with_after_seq(inbox: Inbox) -> None:
+    """pending(after_seq=n) starts after seq n: reading page after page with the last
+    seq seen visits every pending event once, in order, skipping finished ones."""
+    for n in range(7):
+        await add(inbox, f"e{n}")
+    await inbox.set_state("e2", "done")
+    seen: list[str] = []
+    cursor = 0
+    while page := await inbox.pending(limit=2, after_seq=cursor):
+        seen += [e.id for e in page]
+        cursor = page[-1].seq
+    assert seen == ["e0", "e1", "e3", "e4", "e5", "e6"]
+    last = (await inbox.get("e6")).seq  # type: ignore[union-attr]
+    assert await inbox.pending(after_seq=last) == []
+    assert [e.id for e in await inbox.pending(after_seq=last - 1)] == ["e6"]
+
+
 async def test_pending_due_before_honours_next_attempt_at(inbox: Inbox) -> None:
     """With due_before, only events whose next_attempt_at <= due_before are returned."""
     for id in ("now", "soon", "later"):
@@ -354,14 +371,11 @@ async def test_close_commits_adds_already_queued(tmp_path: Path) -> None:
         assert (await reopened.counts())["pending"] == 50
 
 
-async def test_failed_commit_fails_its_adds_and_the_inbox_recovers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_failed_commit_fails_its_adds_and_the_inbox_recovers(tmp_path: Path) -> None:
     """A commit that cannot get the write lock raises InboxError in each waiting add()
     (nothing hangs); once the lock is free, adds work again."""
-    monkeypatch.setattr(_inbox_sqlite, "BUSY_TIMEOUT_MS", 50)
     path = tmp_path / "inbox.db"
-    async with SQLiteInbox(path) as inbox:
+    async with SQLiteInbox(path, busy_timeout=0.05) as inbox:
         blocker = sqlite3.connect(path, isolation_level=None)
         try:
             blocker.execute("BEGIN IMMEDIATE")

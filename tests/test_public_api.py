@@ -52,7 +52,7 @@ def test_pure_modules_do_not_import_aiohttp() -> None:
         "import sys\n"
         "import dokobit_async.sansio, dokobit_async._actions, dokobit_async.retry\n"
         "import dokobit_async.models, dokobit_async.exceptions, dokobit_async._convert\n"
-        "import dokobit_async.events\n"
+        "import dokobit_async.events, dokobit_async._redact, dokobit_async._urls\n"
         "print('aiohttp' in sys.modules, 'asyncio' in sys.modules)\n"
     )
     out = subprocess.run(

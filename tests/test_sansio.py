@@ -49,12 +49,29 @@ def test_redact_text_and_bytes_mask_the_secret_anywhere() -> None:
         ("https://h", "https://h.evil.example/api/f", None),
         ("https://h", "https://user:pw@h/api/f", None),
         ("https://h", "https://h:8443/api/f", None),
+        ("https://h", "https://h:0/api/f", None),
+        ("https://h", "https://h:bad/api/f", None),
+        ("https://h", "https://h:99999/api/f", None),
+        ("https://h", "https:h/api/f", None),
+        ("https://h", "https:/api/f", None),
+        ("https://h", "javascript:alert(1)", None),
+        ("https://h", "api/f", None),
+        ("https://h", "", None),
+        ("https://h", "https://[::1/api/f", None),
+        ("https://h", "https://h/api/f x", None),
+        ("https://h", "https://h/api/f\nX: 1", None),
+        ("https://h", "https://h\\@evil/api/f", None),
+        ("https://h/pre", "https://h/pre/../api/f", None),
+        ("https://h", "https://h/api/%2e%2E/f", None),
+        ("https://h", "https://h/api/a.b/f", "/api/a.b/f"),
     ],
 )
 def test_file_urls_are_accepted_only_on_the_api_host(
     base: str, url: str, path: str | None
 ) -> None:
-    """The token is only ever appended to URLs under the configured base URL."""
+    """The token is only ever appended to URLs under the configured base URL; a
+    malformed URL (bad port, no ``//``, not http(s), whitespace, a dot segment) is
+    refused too, never a ``ValueError``."""
     assert sansio.file_url_path(base, url) == path
 
 
