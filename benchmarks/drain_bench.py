@@ -35,7 +35,7 @@ from aiohttp import web
 from dokobit_async import PostbackReceiver, Router, SQLiteInbox
 from dokobit_async._dispatcher import Dispatcher
 from dokobit_async.events import Event, event_key, parse_postback
-from dokobit_async.inbox import Inbox, StoredEvent, add_event, new_event
+from dokobit_async.inbox import Inbox, StoredEvent
 
 SECRET = "drain-benchmark-secret-0123456789"
 BATCH = 2_000  # events stored per gather (they share group commits)
@@ -49,15 +49,15 @@ def body(run: str, i: int) -> bytes:
 
 
 async def store(inbox: Inbox, run: str, count: int) -> list[StoredEvent]:
-    """Store ``count`` distinct pending events; each as the receiver hands it over."""
+    """Store ``count`` distinct pending events; each as the inbox stored it."""
     events: list[StoredEvent] = []
     for start in range(0, count, BATCH):
-        batch = []
+        adds = []
         for i in range(start, min(count, start + BATCH)):
             raw = body(run, i)
             event = parse_postback(raw, "application/json")
-            batch.append(
-                new_event(
+            adds.append(
+                inbox.add(
                     id=event_key(event),
                     signing_token=event.token or "",
                     action=event.action,
@@ -66,8 +66,7 @@ async def store(inbox: Inbox, run: str, count: int) -> list[StoredEvent]:
                     received_at=time.time(),
                 )
             )
-        await asyncio.gather(*(add_event(inbox, e) for e in batch))
-        events.extend(batch)
+        events.extend(e for e in await asyncio.gather(*adds) if e is not None)
     return events
 
 

@@ -7,11 +7,18 @@ imported on first use (PEP 562), so importing a pure module such as
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
+    from ._confirm import (
+        Confirmation,
+    )
+    from ._policy import (
+        DispatchPolicy,
+    )
     from ._serve import (
         ConnectionGuard,
         GuardedSite,
@@ -47,6 +54,7 @@ if TYPE_CHECKING:
         EventNotFoundError,
         FieldError,
         ForeignURLError,
+        HandlerError,
         InboxClosedError,
         InboxError,
         InvalidArgumentError,
@@ -54,6 +62,7 @@ if TYPE_CHECKING:
         NotFoundError,
         OutcomeUnknownError,
         RateLimitedError,
+        ReceiverNotRunningError,
         RedirectError,
         RequestTimeoutError,
         ServerError,
@@ -103,6 +112,7 @@ if TYPE_CHECKING:
         RetryPolicy,
     )
     from .routing import (
+        Handler,
         Router,
     )
 
@@ -114,13 +124,15 @@ _EXPORTS: dict[str, str] = {
     "AuthenticationError": "exceptions",
     "BETA_URL": "client",
     "ClientClosedError": "exceptions",
+    "Confirmation": "_confirm",
     "ConnectError": "exceptions",
+    "ConnectionGuard": "_serve",
     "CreatedSigner": "models",
     "CreatedSigning": "models",
     "DecodeError": "exceptions",
     "Delivery": "receiver",
+    "DispatchPolicy": "_policy",
     "DocumentReceived": "events",
-    "ConnectionGuard": "_serve",
     "DocumentStatus": "models",
     "DokobitClient": "client",
     "DokobitError": "exceptions",
@@ -132,6 +144,9 @@ _EXPORTS: dict[str, str] = {
     "ExternalSigner": "models",
     "FieldError": "exceptions",
     "ForeignURLError": "exceptions",
+    "GuardedSite": "_serve",
+    "Handler": "routing",
+    "HandlerError": "exceptions",
     "Inbox": "inbox",
     "InboxClosedError": "exceptions",
     "InboxError": "exceptions",
@@ -144,9 +159,9 @@ _EXPORTS: dict[str, str] = {
     "OutcomeUnknownError": "exceptions",
     "PRODUCTION_URL": "client",
     "PostbackReceiver": "receiver",
-    "GuardedSite": "_serve",
     "RateLimit": "ratelimit",
     "RateLimitedError": "exceptions",
+    "ReceiverNotRunningError": "exceptions",
     "Recipient": "models",
     "RedactingAccessLogger": "receiver",
     "RedirectError": "exceptions",
@@ -183,17 +198,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())
 
 
 try:
@@ -210,12 +215,14 @@ __all__ = [
     "AnnotationPosition",
     "AuthenticationError",
     "ClientClosedError",
+    "Confirmation",
     "ConnectError",
     "ConnectionGuard",
     "CreatedSigner",
     "CreatedSigning",
     "DecodeError",
     "Delivery",
+    "DispatchPolicy",
     "DocumentReceived",
     "DocumentStatus",
     "DokobitClient",
@@ -229,6 +236,8 @@ __all__ = [
     "FieldError",
     "ForeignURLError",
     "GuardedSite",
+    "Handler",
+    "HandlerError",
     "Inbox",
     "InboxClosedError",
     "InboxError",
@@ -242,6 +251,7 @@ __all__ = [
     "PostbackReceiver",
     "RateLimit",
     "RateLimitedError",
+    "ReceiverNotRunningError",
     "Recipient",
     "RedactingAccessLogger",
     "RedirectError",

@@ -14,9 +14,9 @@
   could not be kept either), but for one at a time that goes ahead to find out
   whether writes work again (what fails may belong to one event only). Each failed
   attempt is one log line; at shutdown, what is still unrecorded gets one more try.
-* With a client, an event is first confirmed against the API (a postback is only a
-  hint: Dokobit does not sign them); an event the API keeps contradicting is set
-  aside as ``unconfirmed``.
+* With a confirmation (:mod:`dokobit_async._confirm`), an event is first confirmed
+  against the API (a postback is only a hint: Dokobit does not sign them); an event
+  the API keeps contradicting is set aside as ``unconfirmed``.
 * Pipeline consumers (``receiver.deliveries(name)``) are handlers whose success is
   the consumer's ``ack()``.
 
@@ -33,24 +33,19 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 import attrs
 
 from ._backlog import IDLE_POLL, SWEEP_WAIT, Backlog
+from ._confirm import Confirmation
 from ._outcomes import Outcome, Progress, Recorder
+from ._policy import DispatchPolicy
 from ._redact import error_text, printable, redact, shown_token
-from .events import Event, SignerDeclined, SignerSigned, SigningCompleted, parse_postback
-from .exceptions import DokobitError, NotFoundError
+from .events import Event, parse_postback
 from .inbox import Inbox, StoredEvent
-from .retry import RetryPolicy
 from .routing import Router
 
-if TYPE_CHECKING:
-    from .client import DokobitClient
-    from .models import SigningStatus
-
-__all__ = ["Delivery", "Dispatcher", "confirm"]
+__all__ = ["Delivery", "Dispatcher"]
 
 logger = logging.getLogger("dokobit_async.receiver")
 
@@ -78,27 +73,6 @@ class Delivery:
             self._outcome.set_result(RuntimeError(error))
 
 
-async def confirm(client: DokobitClient, event: Event) -> bool | None:
-    """Whether the API agrees with ``event``: ``True`` yes, ``False`` not (yet),
-    ``None`` when the event is not one the status endpoint can confirm."""
-    if not isinstance(event, (SigningCompleted, SignerSigned, SignerDeclined)) or not event.token:
-        return None
-    status: SigningStatus | None = None
-    for flow in (client.external, client.internal):
-        try:
-            status = await flow.status(event.token)
-            break
-        except NotFoundError:
-            continue
-    if status is None:
-        return False
-    if isinstance(event, SigningCompleted):  # an archived signing was completed first
-        return status.status in ("completed", "archived")
-    wanted = "signed" if isinstance(event, SignerSigned) else "declined"
-    people = [s for s in status.signers if event.signer in (s.token, s.external_id)]
-    return any(s.status == wanted for s in people) if people else True
-
-
 class Dispatcher:
     """Runs until stopped; see the module docstring for the rules."""
 
@@ -107,29 +81,23 @@ class Dispatcher:
         router: Router,
         inbox: Inbox,
         *,
-        client: DokobitClient | None,
-        consumers: tuple[str, ...],
-        concurrency: int,
-        retry: RetryPolicy,
-        confirm_attempts: int,
-        confirm_delay: float,
-        ack_timeout: float | None = None,
+        policy: DispatchPolicy = DispatchPolicy(),  # noqa: B008 - frozen
+        confirmation: Confirmation | None = None,
+        consumers: tuple[str, ...] = (),
+        secrets: tuple[str, ...] = (),
     ):
         self.router = router
         self.inbox = inbox
-        self.client = client
-        self.concurrency = concurrency
-        self.retry = retry
-        self.confirm_attempts = confirm_attempts
-        self.confirm_delay = confirm_delay
-        self.ack_timeout = ack_timeout
+        self.policy = policy
+        self.confirmation = confirmation
         self.stopped = asyncio.Event()  # set once draining begins: consumers stop
         self.queues: dict[str, asyncio.Queue[Delivery]] = {c: asyncio.Queue() for c in consumers}
         self.wake = asyncio.Event()
-        self.backlog = Backlog(inbox, page=max(1000, 50 * concurrency), wake=self.wake)
+        self.backlog = Backlog(inbox, page=max(1000, 50 * policy.concurrency), wake=self.wake)
         self._later: list[tuple[float, str]] = []  # (when, key): first event awaits a retry
         self._tasks: dict[str, asyncio.Task[None]] = {}  # key -> its running first event
-        self._secrets: tuple[str, ...] = (client._token,) if client is not None else ()
+        self._idle = asyncio.Event()  # set by the loop when nothing is left to do
+        self._secrets = secrets  # masked in stored errors and log lines
         self._scan_failures = 0
         self._rng = random.Random()
         self._clock: Callable[[], float] = time.time
@@ -175,8 +143,31 @@ class Dispatcher:
             if self._clock() >= next_scan:
                 next_scan = await self._sweep_step()
             next_due = self._start_ready()
+            if self._is_idle():
+                self._idle.set()
             until = next_scan if next_due is None else min(next_scan, next_due)
             await self._sleep_until_woken(until - self._clock())
+
+    def _is_idle(self) -> bool:
+        return not self._tasks and not len(self.backlog) and not self.backlog.behind
+
+    async def wait_idle(self) -> bool:
+        """Wait until every event this dispatcher knows of is finished (done, dead
+        or unconfirmed) and no sweep is catching up: nothing runs, nothing waits
+        for a retry. Whether it got there: ``False`` when the dispatcher stopped
+        first (draining begun)."""
+        while not self._is_idle():
+            if self.stopped.is_set():
+                return False
+            self._idle.clear()
+            idle = asyncio.ensure_future(self._idle.wait())
+            stopped = asyncio.ensure_future(self.stopped.wait())
+            try:
+                await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                idle.cancel()
+                stopped.cancel()
+        return True
 
     async def _sleep_until_woken(self, seconds: float) -> None:
         # a timer that sets the event, not asyncio.wait_for: wait_for with a zero or
@@ -196,7 +187,7 @@ class Dispatcher:
         while self._later and self._later[0][0] <= now:
             ready.append(heapq.heappop(self._later)[1])
         probe_at = self.recorder.next_probe(now)
-        while ready and len(self._tasks) < self.concurrency:
+        while ready and len(self._tasks) < self.policy.concurrency:
             key = ready.popleft()
             queue = self.backlog.queues.get(key)
             if key in self._tasks or not queue:
@@ -221,10 +212,13 @@ class Dispatcher:
             self.backlog.ready.append(key)
         self.wake.set()
 
-    async def drain(self, timeout: float) -> None:
-        """Let running events finish within ``timeout``; cancel the rest (they stay
-        pending in the inbox). Outcomes not yet recorded get one more try."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Let running events finish within ``timeout`` (default: the policy's
+        ``shutdown_timeout``); cancel the rest (they stay pending in the inbox).
+        Outcomes not yet recorded get one more try."""
         self.stopped.set()
+        if timeout is None:
+            timeout = self.policy.shutdown_timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         tasks = list(self._tasks.values())
@@ -263,8 +257,8 @@ class Dispatcher:
             if not progress.confirmed:
                 try:
                     confirmed = await self._confirmed(event)
-                except DokobitError as exc:
-                    return self._failed(stored, f"confirmation failed: {exc}")
+                except Exception as exc:  # the API (or your confirmation) failed: later
+                    return self._failed(stored, f"confirmation failed: {error_text(exc)}")
                 if confirmed is False:
                     logger.warning(
                         "postback %s for %s kept aside: the API does not confirm it",
@@ -284,14 +278,15 @@ class Dispatcher:
         return self._failed(stored, "; ".join(errors)) if errors else Outcome("done")
 
     async def _confirmed(self, event: Event) -> bool | None:
-        if self.client is None:
+        if self.confirmation is None:
             return None
-        for attempt in range(self.confirm_attempts):
-            verdict = await confirm(self.client, event)
+        attempts = self.policy.confirm_attempts
+        for attempt in range(attempts):
+            verdict = await self.confirmation(event)
             if verdict is not False:
                 return verdict
-            if attempt + 1 < self.confirm_attempts:
-                await asyncio.sleep(self.confirm_delay * 2**attempt)
+            if attempt + 1 < attempts:
+                await asyncio.sleep(self.policy.confirm_delay * 2**attempt)
         return False
 
     async def _dispatch(
@@ -309,9 +304,10 @@ class Dispatcher:
         handled = await self.router.dispatch(event, skip=done)
         for name, wait in waits.items():
             try:
-                handled[name] = await asyncio.wait_for(wait, self.ack_timeout)
+                handled[name] = await asyncio.wait_for(wait, self.policy.ack_timeout)
             except asyncio.TimeoutError:
-                handled[name] = TimeoutError(f"not acknowledged within {self.ack_timeout} s")
+                limit = self.policy.ack_timeout
+                handled[name] = TimeoutError(f"not acknowledged within {limit} s")
         return handled
 
     def _failed(self, stored: StoredEvent, error: str) -> Outcome:
@@ -323,10 +319,10 @@ class Dispatcher:
         error = printable(redact(error, self._secrets), ERROR_LIMIT)
         attempts = stored.attempts + 1
         shown = printable(stored.action), shown_token(stored.signing_token), attempts
-        if attempts >= self.retry.max_attempts:
+        if attempts >= self.policy.max_attempts:
             logger.warning("postback %s for %s dead-lettered after %d attempts: %s", *shown, error)
             return Outcome("dead", error, failed=True)
-        delay = self.retry.backoff(attempts, self._rng)
+        delay = self.policy.backoff(attempts, self._rng)
         logger.warning(
             "postback %s for %s failed (attempt %d), retrying in %.1f s: %s", *shown, delay, error
         )

@@ -28,6 +28,7 @@ from ._backlog import Backlog
 from ._redact import error_text, printable, redact, shown_token
 from .exceptions import EventNotFoundError, InboxError
 from .inbox import Inbox, InboxState, StoredEvent
+from .retry import backoff_ceiling
 
 __all__ = ["RECORD_RETRY_BASE", "RECORD_RETRY_MAX", "Outcome", "Progress", "Recorder"]
 
@@ -90,7 +91,7 @@ class Recorder:
         """Seconds before the next attempt after ``failures`` failed inbox accesses:
         doubling from ``RECORD_RETRY_BASE`` up to ``RECORD_RETRY_MAX``, with jitter
         that never shortens it below half."""
-        ceiling = min(RECORD_RETRY_MAX, RECORD_RETRY_BASE * 2.0 ** min(failures - 1, 30))
+        ceiling = backoff_ceiling(failures, RECORD_RETRY_BASE, RECORD_RETRY_MAX)
         return ceiling * self._rng.uniform(0.5, 1.0)
 
     # ------------------------------------------------------------ the gate

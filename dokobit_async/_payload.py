@@ -4,8 +4,10 @@ Uploads: :func:`prepared_files` reads each file once to learn its SHA-256 digest
 first bytes and the exact size of its base64 (and of the form-escaped base64), so that
 :class:`StreamingBody` can send a precomputed ``Content-Length`` and then encode the
 file chunk by chunk. Chunks are a multiple of 3 bytes, so the base64 of the chunks,
-joined, is the base64 of the file. A stream is spooled to a temporary file in the same
-pass (it can be read only once, and a retry may need it again).
+joined, is the base64 of the file. Both the sizes and the text follow the one rule in
+``_bodies`` (:func:`~dokobit_async._bodies.base64_text`). A stream is spooled to a
+temporary file in the same pass (it can be read only once, and a retry may need it
+again).
 
 Downloads: :func:`write_chunks` writes an async stream of chunks to a path
 atomically (temporary file, fsync, rename), to a file object, or into bytes.
@@ -30,13 +32,12 @@ import attrs
 from aiohttp import payload
 from aiohttp.abc import AbstractStreamWriter
 
+from ._bodies import Segment, base64_growth, base64_size, base64_text
 from .exceptions import InvalidArgumentError
 from .models import SigningFile
-from .sansio import FORM, Segment
 
 CHUNK = 3 * 64 * 1024  # 192 KiB raw -> 256 KiB of base64 per write
 _HEAD = 16
-_FORM_ESCAPES = (b"+", b"/", b"=")  # quote_plus turns each into 3 characters
 
 
 @attrs.define(kw_only=True)
@@ -47,19 +48,14 @@ class PreparedFile:
     digest: str
     head: bytes
     size: int
-    escapes: int
+    form_growth: int
     path: Path | None = None
     data: bytes | None = attrs.field(default=None, repr=False)
     on_progress: Callable[[int, int], object] | None = attrs.field(default=None, repr=False)
 
-    @property
-    def b64_size(self) -> int:
-        """Length of the base64 text."""
-        return 4 * ((self.size + 2) // 3)
-
     def encoded_size(self, encoding: str) -> int:
         """Length of the base64 as it goes into a body of ``encoding``."""
-        return self.b64_size + (2 * self.escapes if encoding == FORM else 0)
+        return base64_size(self.size, self.form_growth, encoding)
 
     async def chunks(self, size: int = CHUNK) -> AsyncIterator[bytes]:
         """The raw bytes in chunks of ``size`` (a multiple of 3)."""
@@ -75,22 +71,21 @@ class PreparedFile:
 
 
 class _Digest:
-    """Digest, size, head and form-escape count of a file, fed in 3-byte-aligned
+    """Digest, size, head and base64 form growth of a file, fed in 3-byte-aligned
     chunks."""
 
     def __init__(self) -> None:
         self.sha = hashlib.sha256()
         self.size = 0
         self.head = b""
-        self.escapes = 0
+        self.form_growth = 0
 
     def feed(self, chunk: bytes) -> None:
         self.sha.update(chunk)
         if len(self.head) < _HEAD:
             self.head += chunk[: _HEAD - len(self.head)]
         self.size += len(chunk)
-        encoded = base64.b64encode(chunk)
-        self.escapes += sum(encoded.count(c) for c in _FORM_ESCAPES)
+        self.form_growth += base64_growth(base64.b64encode(chunk))
 
     def result(self, file: SigningFile, **where: Any) -> PreparedFile:
         return PreparedFile(
@@ -99,7 +94,7 @@ class _Digest:
             digest=self.sha.hexdigest(),
             head=self.head,
             size=self.size,
-            escapes=self.escapes,
+            form_growth=self.form_growth,
             **where,
         )
 
@@ -187,7 +182,7 @@ class StreamingBody(payload.Payload):
     def __init__(self, segments: Sequence[Segment], *, encoding: str, content_type: str):
         super().__init__(segments, content_type=content_type)
         self._segments = list(segments)
-        self._encoding = encoding
+        self._body_encoding = encoding  # not _encoding: aiohttp.Payload keeps its charset there
         self._size = sum(
             len(s) if isinstance(s, bytes) else s.source.encoded_size(encoding)
             for s in self._segments
@@ -202,12 +197,7 @@ class StreamingBody(payload.Payload):
             sent = 0
             async for chunk in source.chunks():
                 sent += len(chunk)
-                encoded = base64.b64encode(chunk)
-                if self._encoding == FORM:
-                    encoded = (
-                        encoded.replace(b"+", b"%2B").replace(b"/", b"%2F").replace(b"=", b"%3D")
-                    )
-                yield encoded
+                yield base64_text(chunk, self._body_encoding)
                 if source.on_progress is not None:
                     source.on_progress(sent, source.size)
 

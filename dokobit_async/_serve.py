@@ -213,8 +213,8 @@ class _Connection(asyncio.Protocol):
 class ConnectionGuard:
     """Limits on a server's connections (serve with :class:`GuardedSite`).
 
-    At most ``max_connections`` are open (by default :func:`default_max_connections`
-    of the open-files limit when the guard is made: raise the limit first); a new
+    At most ``max_connections`` are open (by default a share of the open-files limit
+    when the guard is made, less a reserve: raise the limit first); a new
     connection at the cap closes the oldest one with no request in progress, or is
     itself closed when every one is busy. A new connection must deliver its first
     request's headers within ``header_timeout`` seconds, and a connection that has

@@ -5,18 +5,30 @@ origin (scheme, host and port of ``base_url``) and under its path. File URLs fro
 status answer or a postback (:func:`file_url_path`) and the targets of a download's
 redirects (:func:`redirect_path`) are checked here; anything else, including any URL
 that is not a well-formed http(s) URL, is refused. :func:`refused_redirect` builds the
-error for a redirect that is not followed, showing only the target's origin.
+error for a redirect that is not followed, showing only the target's origin, and
+:func:`shown_url` is how any URL of a call appears in an error or a log line.
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 from ._redact import redact
 from .exceptions import RedirectError
 
-__all__ = ["api_url", "file_url_path", "origin_of", "redirect_path", "refused_redirect"]
+if TYPE_CHECKING:
+    from ._request import Request
+
+__all__ = [
+    "api_url",
+    "file_url_path",
+    "origin_of",
+    "redirect_path",
+    "refused_redirect",
+    "shown_url",
+]
 
 MAX_REDIRECTS = 3
 """How many redirects a download follows (on the API's own origin only)."""
@@ -29,6 +41,13 @@ _UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f\\]")
 def api_url(base_url: str, path: str) -> str:
     """``{base_url}{path}`` without the token (the client adds it as a parameter)."""
     return base_url.rstrip("/") + path
+
+
+def shown_url(url: str, path: str = "") -> str:
+    """``url`` (then ``path``, if given; without the token) as errors and logs show it:
+    with ``access_token=***`` where the client adds the token. Not yet redacted: what
+    shows it redacts it."""
+    return f"{url}{path}{'&' if '?' in url or '?' in path else '?'}access_token=***"
 
 
 def _origin(parts: SplitResult) -> tuple[str, str | None, int | None]:
@@ -111,21 +130,32 @@ def origin_of(url: str | None, relative_to: str = "") -> str:
 
 
 def refused_redirect(
+    request: Request,
     *,
     status: int,
-    method: str,
     url: str,
     location: str | None,
     base_url: str,
-    download: bool,
     exhausted: bool,
     secret: str,
 ) -> RedirectError:
-    """The error for a ``status`` redirect from ``url`` (shown masked, as given) to
-    ``location`` that is not followed: a JSON call's, a download's to another origin,
-    or a download's after :data:`MAX_REDIRECTS`."""
+    """The error for a redirect that is not followed: a JSON call's, a download's to
+    another origin, or a download's after :data:`MAX_REDIRECTS`.
+
+    Args:
+        request: The call (the error's ``request``).
+        status: The redirect's HTTP status.
+        url: The URL that answered with it, without the token.
+        location: Its ``Location`` header; only the origin is shown.
+        base_url: The client's base URL.
+        exhausted: Whether a download ran out of redirects to follow.
+        secret: The access token, masked wherever it appears.
+
+    Returns:
+        The error, its URL shown with ``access_token=***`` and redacted.
+    """
     origin = redact(origin_of(location, url), secret)
-    if not download:
+    if not request.returns_file:
         why = "API calls never follow redirects"
     elif exhausted:
         why = f"a download follows at most {MAX_REDIRECTS}"
@@ -134,7 +164,8 @@ def refused_redirect(
     return RedirectError(
         f"redirect to {origin or 'an unusable Location'} not followed: {why}",
         status=status,
-        method=method,
-        url=url,
+        method=request.method,
+        url=redact(shown_url(url), secret),
         location_origin=origin,
+        request=request,
     )

@@ -17,6 +17,11 @@ address from ``DOKOBIT_BASE_URL`` (or ``--base-url``; default the production URL
 Errors are one line on stderr, with the token masked; the exit status is 2 for a
 usage error, 1 for an API or transport error and 130 after Ctrl-C (``emulate`` and
 ``listen`` stop on Ctrl-C or SIGTERM with 0).
+
+This module is the command's face: its parser and ``main``. The commands themselves
+live in :mod:`dokobit_async._cli`, one module per group: ``api`` (the API's commands
+and ``emulate``), ``listen``, ``inbox`` and ``demo``, on top of ``arguments``,
+``output``, ``logs`` and ``signals``.
 """
 
 from __future__ import annotations
@@ -24,28 +29,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
-from . import _cli_commands as commands
-from . import _cli_receiver, _demo
-from ._cli_output import CliError
-from ._redact import error_text, printable, redact
+from ._bodies import JSON
+from ._cli import api, demo, inbox, listen
+from ._cli.arguments import non_negative, parse_signer, port_number
+from ._cli.logs import LINE_LIMIT, log_to_stderr
+from ._cli.output import PROG, CliError
+from ._redact import printable, redact
 from .client import PRODUCTION_URL, DokobitClient
 from .exceptions import AuthenticationError, DokobitError, InvalidArgumentError
 from .models import ReportKind, SigningType
-from .sansio import JSON
 
 __all__ = ["build_parser", "main"]
 
-PROG = "dokobit-async"
 TOKEN_ENV = "DOKOBIT_ACCESS_TOKEN"  # noqa: S105 - the variable's name
 BASE_URL_ENV = "DOKOBIT_BASE_URL"
-_LINE_LIMIT = 2000  # characters of one log or error line
 _TOKENISH = re.compile(r"^--?(access[-_]?)?tok", re.IGNORECASE)
 
 
@@ -64,10 +67,10 @@ def _version() -> str:
     return str(__version__)
 
 
-def _common_options(*, api: bool) -> _Parser:
+def _common_options(*, for_api: bool) -> _Parser:
     # SUPPRESS defaults: an option given before the command is not reset after it
     common = _Parser(add_help=False, allow_abbrev=False)
-    if api:
+    if for_api:
         common.add_argument(
             "--token",
             default=argparse.SUPPRESS,
@@ -96,11 +99,16 @@ def _common_options(*, api: bool) -> _Parser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``dokobit-async``."""
-    api = _common_options(api=True)
+    """The argument parser of ``dokobit-async``.
+
+    Returns:
+        A parser whose errors raise instead of exiting, so that ``main`` reports them
+        as one line (exit 2).
+    """
+    api_options = _common_options(for_api=True)
     parser = _Parser(
         prog=PROG,
-        parents=[api],
+        parents=[api_options],
         allow_abbrev=False,
         description="Command line of the Dokobit Universal API client and its emulator.",
         epilog=f"Set {TOKEN_ENV} (and {BASE_URL_ENV}) before calling the API commands.",
@@ -109,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, helptext: str, *, uses_api: bool = True) -> argparse.ArgumentParser:
-        parent = api if uses_api else _common_options(api=False)
+        parent = api_options if uses_api else _common_options(for_api=False)
         return sub.add_parser(
             name, parents=[parent], help=helptext, description=helptext, allow_abbrev=False
         )
@@ -118,13 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument(
         "--port",
-        type=commands.port_number,
+        type=port_number,
         default=8080,
         help="0 picks a free port (default: 8080)",
     )
     p.add_argument(
         "--time-scale",
-        type=commands.non_negative,
+        type=non_negative,
         default=1.0,
         help="factor on postback retry delays, e.g. 0.001 (default: %(default)s)",
     )
@@ -166,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--signer",
         action="append",
-        type=commands.parse_signer,
+        type=parse_signer,
         metavar="K=V,...",
         help="a participant, e.g. 'external_id=u1,email=a@b.lt,name=Jonas,"
         "surname=Jonaitis,code=...,country_code=lt,role=viewer' (repeat for more; "
@@ -177,12 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redirect-uri", metavar="URL", help="return address (internal only)")
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
 
-    _cli_receiver.add_parsers(command)
-    _demo.add_parser(command)
+    listen.add_parser(command)
+    inbox.add_parser(command)
+    demo.add_parser(command)
     return parser
 
 
-# ------------------------------------------------------------------ secrets, logging
+# ------------------------------------------------------------------ secrets
 
 
 def _secrets(argv: Sequence[str]) -> list[str]:
@@ -198,64 +207,6 @@ def _secrets(argv: Sequence[str]) -> list[str]:
         elif index + 1 < len(argv):
             found.append(argv[index + 1])
     return sorted({v for s in found for v in (s, s.strip()) if v.strip()})
-
-
-class _RedactFilter(logging.Filter):
-    def __init__(self, secrets: Sequence[str]):
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if record.exc_info:  # one line, never a traceback
-            exc = record.exc_info[1]
-            text += f" ({error_text(exc)})"
-            record.exc_info = None
-        record.exc_text = record.stack_info = None
-        # asyncio's exception handler and aiohttp's parser errors span several lines,
-        # and aiohttp's may quote what a sender sent: one line, no control characters
-        lines = (line.strip() for line in redact(text, self.secrets).splitlines())
-        joined = " ".join(line for line in lines if line)
-        # backslashes kept: the library's own lines are printable already
-        record.msg = printable(joined, _LINE_LIMIT, backslashes=False)
-        record.args = None
-        return True
-
-
-@contextlib.contextmanager
-def _logging(verbose: bool, secrets: Sequence[str], *, serving: bool = False) -> Iterator[None]:
-    """With ``-v``, the library's log lines on stderr, masked. Without, none at all:
-    errors are reported by ``main`` in one line, and retries stay quiet. A server
-    (``serving``) logs from INFO up (each postback), and aiohttp's and asyncio's
-    warnings and errors, even without ``-v``; with ``-v`` its access log too. Every
-    record is one line in the same format, a traceback cut to its exception."""
-    handler: logging.Handler = logging.NullHandler()
-    if verbose or serving:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
-        handler.addFilter(_RedactFilter(secrets))
-    quiet = logging.WARNING if serving else logging.CRITICAL
-    levels = {
-        "dokobit_async": logging.DEBUG if verbose else logging.INFO if serving else quiet,
-        "aiohttp": logging.DEBUG if verbose else quiet,  # .access (INFO), .server, .web...
-        "asyncio": logging.INFO if verbose else quiet,  # e.g. accept() out of resources
-    }
-    names = list(levels)
-    saved = {}
-    for name, level in levels.items():
-        logger = logging.getLogger(name)
-        saved[name] = logger.level, logger.propagate
-        logger.addHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = False
-    try:
-        yield
-    finally:
-        for name in names:
-            logger = logging.getLogger(name)
-            logger.removeHandler(handler)
-            logger.setLevel(saved[name][0])
-            logger.propagate = saved[name][1]
 
 
 # ------------------------------------------------------------------ running
@@ -279,9 +230,9 @@ def _client(args: argparse.Namespace, *, required: bool) -> DokobitClient | None
 
 async def _run(args: argparse.Namespace) -> int:
     if args.command == "emulate":
-        return await commands.emulate(args)
+        return await api.emulate(args)
     if args.command == "inbox":
-        return await _cli_receiver.inbox(args)
+        return await inbox.inbox(args)
     if args.command in ("listen", "demo"):
         if args.command == "listen":
             optional = _client(args, required=False) if args.confirm else None
@@ -295,31 +246,38 @@ async def _run(args: argparse.Namespace) -> int:
             if optional is not None:
                 await stack.enter_async_context(optional)
             if args.command == "listen":
-                return await _cli_receiver.listen(args, optional)
-            return await _demo.demo(args, optional)
+                return await listen.listen(args, optional)
+            return await demo.demo(args, optional)
     client = _client(args, required=True)
     assert client is not None
     run = {
-        "status": commands.status,
-        "download": commands.download,
-        "validate": commands.validate,
-        "sign": commands.sign,
+        "status": api.status,
+        "download": api.download,
+        "validate": api.validate,
+        "sign": api.sign,
     }[args.command]
     async with client:
         return await run(args, client)
 
 
 def _fail(message: str, secrets: Sequence[str], code: int) -> int:
-    line = printable(" ".join(redact(message, secrets).split()), _LINE_LIMIT, backslashes=False)
+    line = printable(" ".join(redact(message, secrets).split()), LINE_LIMIT, backslashes=False)
     with contextlib.suppress(OSError, ValueError):
         print(f"{PROG}: error: {line}", file=sys.stderr, flush=True)
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``dokobit-async`` with ``argv`` (default ``sys.argv[1:]``); returns the exit
-    status: 0 on success, 1 for API and transport errors, 2 for usage errors, 130
-    after Ctrl-C."""
+    """Run ``dokobit-async``.
+
+    Args:
+        argv: the arguments, without the program's name (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 for API and transport errors, 2 for usage
+        errors, 130 after Ctrl-C. Errors are reported as one line on stderr, never
+        raised.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
     secrets = _secrets(args_list)
     command = None
@@ -331,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             return done.code if isinstance(done.code, int) else 0
         command = args.command
         verbose = bool(getattr(args, "verbose", False))
-        with _logging(verbose, secrets, serving=command == "listen"):
+        with log_to_stderr(verbose, secrets, serving=command == "listen"):
             return asyncio.run(_run(args))
     except _UsageError as exc:
         return _fail(str(exc), secrets, 2)

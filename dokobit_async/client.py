@@ -20,22 +20,27 @@ from typing import IO, TypeVar, overload
 from urllib.parse import urlsplit
 
 import aiohttp
-import attrs
 
 from . import _actions, _namespaces, _urls, sansio
+from ._answers import decipher_json, looks_like_error_envelope, raise_for_error_envelope
+from ._binding import json_action
+from ._bodies import BODY_ENCODINGS, FORM, check_pdf_files, content_type, encode_body
 from ._payload import Dest, StreamingBody, prepared_files, write_chunks
-from ._redact import printable, redact
-from ._transport import Download, gateway_failure, transport_failure
-from .exceptions import (
-    ClientClosedError,
-    DokobitError,
-    ForeignURLError,
-    InvalidArgumentError,
-    TransportError,
+from ._redact import redact
+from ._transport import (
+    ERROR_BODY_LIMIT,
+    Download,
+    Timeout,
+    decipher,
+    file_request,
+    log_attempt,
+    no_resend,
+    send_once,
 )
+from .exceptions import ClientClosedError, DokobitError, InvalidArgumentError
 from .models import Result
 from .ratelimit import RateLimit, SharedLimiter, limiter_for
-from .retry import Outcome, RetryPolicy, outcome_of_status
+from .retry import Failure, Outcome, RetryPolicy
 
 __all__ = ["BETA_URL", "PRODUCTION_URL", "DokobitClient", "Download", "Timeout"]
 
@@ -47,31 +52,33 @@ PRODUCTION_URL = "https://app.dokobit.com"
 logger = logging.getLogger("dokobit_async")
 T = TypeVar("T")
 
-_ENVELOPE_LIMIT = 1024 * 1024  # a download body starting with "{" is parsed up to this
-_GATEWAY_STATUSES = (502, 504)  # a proxy answered: it may have passed the request on
-
-
-@attrs.frozen(kw_only=True)
-class Timeout:
-    """``connect``: seconds to get a connection; ``read``: seconds of silence allowed
-    between two reads. There is no total timeout, so a large download is never cut
-    off while data keeps flowing. ``None`` switches one off."""
-
-    connect: float | None = 10.0
-    read: float | None = 60.0
+_BODILESS_METHODS = ("GET", "HEAD")  # any other method sends a body, if only an empty form
 
 
 class DokobitClient:
     """An asyncio client for the Dokobit Universal API.
 
-    Use it as ``async with DokobitClient(token) as client:`` or call
-    :meth:`aclose` when done. Pass ``session=`` to borrow your own
-    ``aiohttp.ClientSession`` (it is never closed by the client); otherwise the client
-    creates one inside the running loop and owns it. ``rate_limit=None`` switches the
-    shared limiter off; ``body_encoding="json"`` sends JSON bodies instead of the
-    form encoding of Dokobit's own examples. API calls never follow a redirect (it
-    raises :class:`~dokobit_async.exceptions.RedirectError`); downloads follow up to
-    three, on the API's own origin only.
+    Use it as ``async with DokobitClient(token) as client:`` or call :meth:`aclose`
+    when done. API calls never follow a redirect (it raises
+    :class:`~dokobit_async.exceptions.RedirectError`); downloads follow up to three,
+    on the API's own origin only. Every error raised for a call carries it as
+    ``error.request``.
+
+    Args:
+        access_token: The API access token; it is never shown (``access_token=***``).
+        base_url: The API's origin, and any path prefix; no query.
+        session: An ``aiohttp.ClientSession`` to borrow (used as it is, never closed
+            by the client); by default the client creates one inside the running
+            loop and owns it.
+        rate_limit: The limit shared by every client of this token in the loop;
+            ``None`` switches it off.
+        retry: When a failed call is tried again (writes are never resent blindly).
+        timeout: Connect and read timeouts.
+        body_encoding: ``"form"`` (as Dokobit's own examples send) or ``"json"``.
+
+    Raises:
+        InvalidArgumentError: An empty token, a base URL that is not http(s) or has
+            a query, an unknown body encoding.
     """
 
     def __init__(
@@ -82,8 +89,8 @@ class DokobitClient:
         session: aiohttp.ClientSession | None = None,
         rate_limit: RateLimit | None = RateLimit(),  # noqa: B008 - frozen, shared safely
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
-        timeout: Timeout = Timeout(),
-        body_encoding: str = sansio.FORM,
+        timeout: Timeout = Timeout(),  # noqa: B008 - frozen
+        body_encoding: str = FORM,
     ):
         if not isinstance(access_token, str) or not access_token.strip():
             raise InvalidArgumentError("access_token must be a non-empty string")
@@ -93,7 +100,7 @@ class DokobitClient:
             raise InvalidArgumentError(
                 f"base_url must be an http(s) URL without a query: {shown!r}"
             )
-        if body_encoding not in sansio.BODY_ENCODINGS:
+        if body_encoding not in BODY_ENCODINGS:
             raise InvalidArgumentError(
                 f"body_encoding must be 'form' or 'json': {body_encoding!r}"
             )
@@ -133,7 +140,10 @@ class DokobitClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the session if the client created it; borrowed ones stay open."""
+        """Close the session if the client created it; a borrowed one stays open.
+
+        The client cannot be used afterwards (:class:`ClientClosedError`).
+        """
         self._closed = True
         session, self._session = self._session, None
         if session is not None and self._owns_session:
@@ -141,7 +151,7 @@ class DokobitClient:
 
     # ------------------------------------------------------------ public actions
 
-    seal = _namespaces.json_action(_actions.seal, Result)
+    seal = json_action(_actions.seal, Result)
 
     @overload
     async def download_file(self, url: str, dest: None = None) -> bytes: ...
@@ -150,32 +160,72 @@ class DokobitClient:
     @overload
     async def download_file(self, url: str, dest: IO[bytes]) -> None: ...
     async def download_file(self, url: str, dest: Dest = None) -> bytes | Path | None:
-        """Download a file URL from a status response or a postback.
+        """Download a file URL that Dokobit handed out (a status answer's or a postback's).
 
-        The access token is added here, and only for the configured API host: a URL
-        on any other host, or one that is not a well-formed http(s) URL under the base
-        URL, raises :class:`ForeignURLError` and nothing is sent. ``dest`` works as for
-        ``external.download``.
+        The access token is added here, and only for the API's own origin.
+
+        Args:
+            url: ``SigningStatus.files[i].url`` or a postback's ``file``: a
+                well-formed http(s) URL under the client's ``base_url``.
+            dest: Where the file goes: a path (written to a temporary file beside
+                it, then renamed into place), a binary file object, or ``None``, the
+                default, to get the bytes.
+
+        Returns:
+            bytes | Path | None: The bytes when ``dest`` is ``None``, the path
+            written when it is a path, ``None`` for a file object.
+
+        Raises:
+            ForeignURLError: ``url`` is on another host, or is not a well-formed
+                http(s) URL under the base URL (an ``InvalidArgumentError``);
+                nothing is sent.
+            NotFoundError: No such file (an error answer in place of the file:
+                nothing is written).
+            RedirectError: A redirect off the API's own origin, or a fourth one.
+            APIError: Any other error answer, after the retries.
+            TransportError: No usable answer after the retries, or the connection
+                broke after the first bytes (a path ``dest`` is left untouched).
+
+        Note:
+            ``GET {url}`` with ``access_token`` added to its query. Retried up to
+            the first bytes; follows up to three redirects on the API's origin.
         """
         return await self._download(self._file_request(url), dest)
 
     def open_file(self, url: str) -> AbstractAsyncContextManager[Download]:
-        """Like :meth:`download_file`, as ``async with client.open_file(url) as dl``."""
+        """Stream a file URL that Dokobit handed out.
+
+        ``async with client.open_file(url) as download:`` then
+        ``async for chunk in download: ...``.
+
+        Args:
+            url: ``SigningStatus.files[i].url`` or a postback's ``file``: a
+                well-formed http(s) URL under the client's ``base_url``.
+
+        Returns:
+            AbstractAsyncContextManager[Download]: Entering it sends the request
+            and yields the ``Download``; iterate it for the bytes.
+
+        Raises:
+            ForeignURLError: ``url`` is on another host, or is not a well-formed
+                http(s) URL under the base URL (an ``InvalidArgumentError``);
+                raised by this call itself, and nothing is sent.
+            NotFoundError: On entering: no such file.
+            RedirectError: On entering: a redirect off the API's own origin, or a
+                fourth one.
+            APIError: On entering: any other error answer.
+            TransportError: On entering, no usable answer after the retries; while
+                iterating, the connection broke (not retried).
+
+        Note:
+            ``GET {url}`` with ``access_token`` added to its query.
+        """
         return self._open(self._file_request(url))
 
     # ------------------------------------------------------------ internals
 
     def _file_request(self, url: str) -> sansio.Request:
-        path = _urls.file_url_path(self.base_url, url)
-        if path is None:
-            shown = printable(redact(url, self._token) if isinstance(url, str) else repr(url))
-            raise ForeignURLError(
-                f"refusing to send the access token to '{shown}': only well-formed "
-                f"http(s) URLs under {redact(self.base_url, self._token)} are fetched"
-            )
-        return sansio.Request(
-            operation="download_file", method="GET", path=path, idempotent=True, returns_file=True
-        )
+        return file_request(self.base_url, url, secret=self._token)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -183,13 +233,8 @@ class DokobitClient:
         if self._session is not None and self._session.closed:
             raise ClientClosedError("the aiohttp session given to this DokobitClient is closed")
         if self._session is None:
-            session = aiohttp.ClientSession(timeout=self._client_timeout)
-            # aiohttp resends an idempotent request by itself, once, when a reused
-            # keep-alive connection turns out closed; that resend would bypass the rate
-            # limit and the retry policy, so our own session leaves retrying to us
-            if hasattr(session, "_retry_connection"):
-                session._retry_connection = False
-            self._session = session
+            self._session = aiohttp.ClientSession(timeout=self._client_timeout)
+            no_resend(self._session)  # a borrowed session is used as it is
         return self._session
 
     def _get_limiter(self) -> SharedLimiter | None:
@@ -200,35 +245,18 @@ class DokobitClient:
             self._limiter = limiter_for(self._token, self.rate_limit)
         return self._limiter
 
-    def _shown_url(self, request: sansio.Request) -> str:
-        """The request's URL as errors show it, ``access_token=***``. Cheap (built for
-        every call): whatever builds an error from it redacts it (``sansio``)."""
-        return (
-            f"{self.base_url}{request.path}{'&' if '?' in request.path else '?'}access_token=***"
-        )
-
-    def _masked(self, url: str) -> str:
-        sep = "&" if "?" in url else "?"
-        return redact(f"{url}{sep}access_token=***", self._token)
-
-    def _shown(self, request: sansio.Request) -> str:
-        """``METHOD URL`` for messages and logs, redacted."""
-        return redact(f"{request.method} {self._shown_url(request)}", self._token)
-
     async def _json(self, request: sansio.Request, model: type[T]) -> T:
         """Send ``request`` and decode its JSON answer into ``model``."""
+        # as errors show it; they redact it, so a success never pays for redaction
+        url = _urls.shown_url(self.base_url, request.path)
 
         async def consume(response: aiohttp.ClientResponse) -> T:
             body = await response.read()
-            url = self._shown_url(request)
-            data = sansio.parse_json_response(
-                response.status, body, method=request.method, url=url, secret=self._token
-            )
-            return sansio.structure(
-                data, model, status=response.status, url=url, secret=self._token
+            return decipher_json(
+                request, response.status, body, model, url=url, secret=self._token
             )
 
-        return await self._send(request, consume)
+        return await self._send(request, url, consume)
 
     async def _download(self, request: sansio.Request, dest: Dest) -> bytes | Path | None:
         async with self._open(request) as download:
@@ -236,21 +264,20 @@ class DokobitClient:
 
     @asynccontextmanager
     async def _open(self, request: sansio.Request) -> AsyncIterator[Download]:
+        # as errors show it; they redact it, so a success never pays for redaction
+        url = _urls.shown_url(self.base_url, request.path)
+
         async def consume(response: aiohttp.ClientResponse) -> Download:
             head = await response.content.readany()
-            if "json" in (response.content_type or "") or sansio.looks_like_error_envelope(head):
-                while not response.content.at_eof() and len(head) < _ENVELOPE_LIMIT:
+            if "json" in (response.content_type or "") or looks_like_error_envelope(head):
+                while not response.content.at_eof() and len(head) < ERROR_BODY_LIMIT:
                     head += await response.content.readany()
-                sansio.raise_for_error_envelope(
-                    response.status,
-                    head,
-                    secret=self._token,
-                    method=request.method,
-                    url=self._shown_url(request),
+                raise_for_error_envelope(
+                    response.status, head, url=url, secret=self._token, request=request
                 )
-            return Download(response, head, self._shown(request), self._token)
+            return Download(response, head, request=request, url=url, secret=self._token)
 
-        download = await self._send(request, consume)
+        download = await self._send(request, url, consume)
         try:
             yield download
         finally:
@@ -259,171 +286,105 @@ class DokobitClient:
     async def _send(
         self,
         request: sansio.Request,
+        url: str,
         consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
     ) -> T:
-        session = self._get_session()
-        if request.fields is None:
-            return await self._attempts(session, request, None, consume)
-        async with prepared_files(request.files) as prepared:
-            sansio.check_pdf_files(request, prepared)
-            body = StreamingBody(
-                sansio.encode_body(request, self.body_encoding, prepared),
-                encoding=self.body_encoding,
-                content_type=sansio.CONTENT_TYPES[self.body_encoding],
-            )
-            return await self._attempts(session, request, body, consume)
+        """Send ``request`` (its URL shown as ``url``), with its body if its method has
+        one, and hand a 2xx answer to ``consume``."""
+        try:
+            session = self._get_session()
+            if request.method in _BODILESS_METHODS:
+                return await self._attempts(session, request, url, None, consume)
+            async with prepared_files(request.files) as prepared:
+                check_pdf_files(request, prepared)
+                body = StreamingBody(
+                    encode_body(request, self.body_encoding, prepared),
+                    encoding=self.body_encoding,
+                    content_type=content_type(request, self.body_encoding),
+                )
+                return await self._attempts(session, request, url, body, consume)
+        except DokobitError as exc:
+            if exc.request is None:  # a closed client, an unreadable file: still this call's
+                exc.request = request
+            raise
 
     async def _attempts(
         self,
         session: aiohttp.ClientSession,
         request: sansio.Request,
+        url: str,
         body: StreamingBody | None,
         consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
     ) -> T:
+        """limiter -> send once -> decipher -> decide -> wait or raise, attempt by attempt."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        failure: Failure | None = None
         attempt = 0
-        while True:
+        while attempt < self.retry.max_attempts:  # decide() stops at the last one anyway
             attempt += 1
             limiter = self._get_limiter()
             if limiter is not None:
                 await limiter.acquire()
             sent_at = loop.time()
-            failure: DokobitError
-            retry_after: float | None = None
-            try:
-                response = await self._exchange(session, request, body, limiter)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                outcome, failure = self._failure(request, exc)
-                status_text = type(exc).__name__
-            else:
-                status_text = str(response.status)
-                try:
-                    if response.status < 300:
-                        result = await consume(response)
-                        self._log(request, status_text, loop.time() - sent_at, attempt)
-                        return result
-                    error_body = await response.content.read(_ENVELOPE_LIMIT)
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                    response.release()
-                    outcome, failure = self._failure(request, exc)
-                except BaseException:
-                    response.release()
-                    raise
-                else:
-                    response.release()
-                    outcome = outcome_of_status(response.status)
-                    failure = sansio.error_from_response(
-                        response.status,
-                        error_body,
-                        method=request.method,
-                        url=self._shown_url(request),
-                        retry_after=response.headers.get("Retry-After"),
-                        secret=self._token,
-                    )
-                    retry_after = getattr(failure, "retry_after", None)
-                    if response.status in _GATEWAY_STATUSES and not request.idempotent:
-                        failure = gateway_failure(failure, shown=self._shown(request))
-            self._log(request, status_text, loop.time() - sent_at, attempt)
-            delay = self.retry.decide(
-                idempotent=request.idempotent,
-                attempt=attempt,
-                outcome=outcome,
-                elapsed=loop.time() - started,
-                retry_after=retry_after,
-                rng=self._rng,
-            )
-            if outcome is Outcome.RATE_LIMITED and limiter is not None:
-                limiter.pause(
-                    retry_after
-                    if retry_after is not None
-                    else self.retry.backoff(attempt, self._rng)
-                )
-            if delay is None:
-                raise failure
-            logger.warning(
-                "retrying %s after %.2f s (attempt %d: %s)",
-                self._shown(request),
-                delay,
-                attempt,
-                failure,
-            )
-            if not (outcome is Outcome.RATE_LIMITED and limiter is not None):
-                await asyncio.sleep(delay)
-
-    async def _exchange(
-        self,
-        session: aiohttp.ClientSession,
-        request: sansio.Request,
-        body: StreamingBody | None,
-        limiter: SharedLimiter | None,
-    ) -> aiohttp.ClientResponse:
-        """Send ``request`` once and return its answer, never a redirect.
-
-        aiohttp's own redirect handling is off: it would turn a 301-303 on a write into
-        a GET on the other host (whose answer we would then return) and resend a write's
-        body on a 307/308. A download follows up to ``MAX_REDIRECTS`` redirects itself,
-        only on the API's origin, with the token re-added there; every other 3xx
-        raises :class:`RedirectError`.
-        """
-        url = _urls.api_url(self.base_url, request.path)
-        hops = 0
-        while True:
-            response = await session.request(
-                request.method,
-                url,
-                params={"access_token": self._token},
-                data=body,
+            answer = await send_once(
+                session,
+                request,
+                base_url=self.base_url,
+                token=self._token,
+                body=body,
                 timeout=self._client_timeout,
-                allow_redirects=False,
-                raise_for_status=False,  # a borrowed session may raise by default
+                limiter=limiter,
             )
-            if not 300 <= response.status < 400:
-                return response
-            response.release()
-            location = response.headers.get("Location")
-            target = None
-            if request.returns_file:
-                target = _urls.redirect_path(self.base_url, url, location)
-            follow = target is not None and hops < _urls.MAX_REDIRECTS
-            logger.debug(
-                "%s %s -> %d, %s",
-                request.method,
-                redact(url, self._token),
-                response.status,
-                "following it on the API's origin" if follow else "not following it",
-            )
-            if target is None or not follow:
-                raise _urls.refused_redirect(
-                    status=response.status,
-                    method=request.method,
-                    url=self._masked(url),
-                    location=location,
-                    base_url=self.base_url,
-                    download=request.returns_file,
-                    exhausted=target is not None,
-                    secret=self._token,
-                )
-            hops += 1
-            url = _urls.api_url(self.base_url, target)
-            if limiter is not None:
-                await limiter.acquire()
+            if isinstance(answer, Failure):
+                result: T | Failure = answer
+            else:
+                result = await decipher(answer, request, consume, url=url, secret=self._token)
+            log_attempt(request, answer, loop.time() - sent_at, attempt, self._token)
+            if not isinstance(result, Failure):
+                return result
+            failure = result
+            delay = self._decide(request, url, failure, attempt, loop.time() - started, limiter)
+            if delay is None:
+                break
+            await asyncio.sleep(delay)
+        assert failure is not None  # max_attempts >= 1, and each attempt returns or fails
+        raise failure.error
 
-    def _failure(
-        self, request: sansio.Request, exc: BaseException
-    ) -> tuple[Outcome, TransportError]:
-        return transport_failure(
-            exc, idempotent=request.idempotent, shown=self._shown(request), secret=self._token
+    def _decide(
+        self,
+        request: sansio.Request,
+        url: str,
+        failure: Failure,
+        attempt: int,
+        elapsed: float,
+        limiter: SharedLimiter | None,
+    ) -> float | None:
+        """Seconds to sleep before the next attempt, or ``None`` to raise ``failure``.
+
+        A 429 pauses the shared limiter instead (every call of the token waits it out
+        in ``acquire``, this one too), so the sleep is then 0.
+        """
+        delay = self.retry.decide(
+            idempotent=request.idempotent,
+            attempt=attempt,
+            outcome=failure.outcome,
+            elapsed=elapsed,
+            retry_after=failure.retry_after,
+            rng=self._rng,
         )
-
-    def _log(self, request: sansio.Request, status: str, seconds: float, attempt: int) -> None:
-        if not logger.isEnabledFor(logging.DEBUG):  # redacting costs; skip it unseen
-            return
-        logger.debug(
-            "%s %s -> %s in %.1f ms (attempt %d)",
-            request.method,
-            redact(request.path, self._token),
-            status,
-            seconds * 1000,
+        paused = False
+        if failure.outcome is Outcome.RATE_LIMITED and limiter is not None:
+            pause = failure.retry_after
+            limiter.pause(pause if pause is not None else self.retry.backoff(attempt, self._rng))
+            paused = True
+        if delay is None:
+            return None
+        logger.warning(
+            "retrying %s after %.2f s (attempt %d: %s)",
+            redact(f"{request.method} {url}", self._token),
+            delay,
             attempt,
+            failure.error,
         )
+        return 0.0 if paused else delay

@@ -2,9 +2,10 @@
 
 Dokobit sends a JSON object with an ``action`` and, depending on the action, the
 signing ``token``, the ``signer``, ``signer_info``, and for a completed or archived
-signing the signed ``file`` URL and its ``file_digest`` (spec section 5). Every field
-but ``action`` is optional here, unknown fields are kept in ``raw``, and an action this
-version does not know becomes :class:`UnknownEvent` instead of an error.
+signing the signed ``file`` URL and its ``file_digest``
+(``docs/wire-notes.md#postback-body``). Every field but ``action`` is optional here,
+unknown fields are kept in ``raw``, and an action this version does not know becomes
+:class:`UnknownEvent` instead of an error.
 
 Everything in this module is pure: :func:`parse_postback` turns bytes into an event,
 :func:`event_key` gives the key that duplicates share, and :func:`mint_postback_secret`
@@ -31,6 +32,7 @@ from ._convert import parse_datetime
 from .exceptions import InvalidPostbackError
 
 __all__ = [
+    "POSTBACK_PATH",
     "DocumentReceived",
     "Event",
     "SignerDeclined",
@@ -277,10 +279,11 @@ def parse_postback(
 def event_key(event: Event) -> str:
     """The key that all copies of one postback share (Dokobit's retries repeat it).
 
-    ``(token, action, signer)`` when there is a token and a signer, as the spec
-    recommends; otherwise the whole body (Dokobit's retries repeat it byte for byte).
-    Without a signer, ``(token, action)`` alone would merge the postbacks of different
-    people, and where the signer is named is only inferred for the Universal API.
+    ``(token, action, signer)`` when there is a token and a signer
+    (``docs/architecture.md#the-dedupe-key``); otherwise the whole body (Dokobit's
+    retries repeat it byte for byte). Without a signer, ``(token, action)`` alone would
+    merge the postbacks of different people, and where the signer is named is only
+    inferred for the Universal API.
     """
     if event.token and event.signer:
         basis: Any = [event.token, event.action, event.signer]
@@ -289,6 +292,9 @@ def event_key(event: Event) -> str:
     canonical = json.dumps(basis, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
+
+POSTBACK_PATH = "/dokobit/postback"
+"""Where a receiver listens by default; the minted secret is the segment after it."""
 
 _NONCE_BYTES = 16
 _MAC_CHARS = 32

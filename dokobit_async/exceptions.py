@@ -7,7 +7,9 @@ One root, structured attributes, builtin mix-ins where they fit::
     │   └── ForeignURLError                    download_file() refused a URL (another
     │                                          host, or not a well-formed URL)
     ├── InvalidPostbackError (ValueError)      a request body that is not a postback
+    ├── HandlerError                           handlers failed (Router.receive), together
     ├── ClientClosedError (RuntimeError)       the client was used after aclose()
+    ├── ReceiverNotRunningError (RuntimeError) the receiver's app is not running
     ├── InboxError                             the postback inbox failed
     │   ├── InboxClosedError (RuntimeError)    used before open() or after close()
     │   └── EventNotFoundError (LookupError)   no event with that id
@@ -31,14 +33,21 @@ URLs only in redacted form (``access_token=***``), and an aiohttp error is never
 chained to them as cause or context, so not even a traceback shows its message. Every
 other string an error carries (message, field errors, ``body``, ``excerpt``,
 ``reason``) has the token masked in every spelling a server may echo it in.
+
+Every error raised for an API call carries that call as ``request`` (as httpx's
+errors do): a :class:`~dokobit_async.sansio.Request`, whose ``operation``, ``method``
+and ``path`` say which call failed. The access token is never part of a ``Request``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from ._request import Request
 
 __all__ = [
     "APIError",
@@ -50,6 +59,7 @@ __all__ = [
     "EventNotFoundError",
     "FieldError",
     "ForeignURLError",
+    "HandlerError",
     "InboxClosedError",
     "InboxError",
     "InvalidArgumentError",
@@ -57,6 +67,7 @@ __all__ = [
     "NotFoundError",
     "OutcomeUnknownError",
     "RateLimitedError",
+    "ReceiverNotRunningError",
     "RedirectError",
     "RequestTimeoutError",
     "ServerError",
@@ -66,7 +77,18 @@ __all__ = [
 
 
 class DokobitError(Exception):
-    """Root of every error raised by dokobit-async."""
+    """Root of every error raised by dokobit-async.
+
+    Attributes:
+        request: The API call the error came from (``request.operation``,
+            ``request.method``, ``request.path``), set on every error raised once a
+            call was built: by the API's answer, the transport, a redirect, decoding,
+            a file check. ``None`` for an error raised before there was a call (a bad
+            argument to an action, a refused file URL) or by no call at all (the
+            receiver, the inbox).
+    """
+
+    request: Request | None = None
 
 
 class InvalidArgumentError(DokobitError, ValueError):
@@ -83,15 +105,42 @@ class ForeignURLError(InvalidArgumentError):
 
 
 class InvalidPostbackError(DokobitError, ValueError):
-    """A body sent to the postback receiver is not a postback; ``reason`` says why."""
+    """A body sent to the postback receiver is not a postback.
+
+    Attributes:
+        reason: Why it is not.
+    """
 
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
 
 
+class HandlerError(DokobitError):
+    """One or more handlers failed for an event: :meth:`Router.receive
+    <dokobit_async.Router.receive>` runs every handler, then reports every failure
+    together, in one error.
+
+    Attributes:
+        event: The event the handlers were given.
+        errors: Each failed handler's exception, by handler name, in registration
+            order.
+    """
+
+    def __init__(self, message: str, *, event: Any, errors: Mapping[str, BaseException]):
+        super().__init__(message)
+        self.event = event
+        self.errors = dict(errors)
+
+
 class ClientClosedError(DokobitError, RuntimeError):
     """The client was used after :meth:`~dokobit_async.DokobitClient.aclose`."""
+
+
+class ReceiverNotRunningError(DokobitError, RuntimeError):
+    """The postback receiver is not running (its application is not started, or it
+    stopped) for something that needs it running, such as
+    :meth:`PostbackReceiver.wait_idle <dokobit_async.PostbackReceiver.wait_idle>`."""
 
 
 class InboxError(DokobitError):
@@ -103,7 +152,11 @@ class InboxClosedError(InboxError, RuntimeError):
 
 
 class EventNotFoundError(InboxError, LookupError):
-    """No event with this id is in the inbox (never added, or purged)."""
+    """No event with this id is in the inbox (never added, or purged).
+
+    Attributes:
+        id: The id asked for.
+    """
 
     def __init__(self, id: str):
         super().__init__(f"no event with id {id!r} in the inbox")
@@ -113,15 +166,27 @@ class EventNotFoundError(InboxError, LookupError):
 class TransportError(DokobitError):
     """The request did not produce a usable HTTP answer.
 
-    ``method`` and ``url`` (redacted) say which request failed; ``reason`` is a short,
-    redacted description of the underlying failure.
+    Attributes:
+        method: The HTTP method of the failed request.
+        url: Its URL, redacted (``access_token=***``).
+        reason: A short, redacted description of the underlying failure.
+        request: The call (see :class:`DokobitError`).
     """
 
-    def __init__(self, message: str, *, method: str = "", url: str = "", reason: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        reason: str = "",
+        request: Request | None = None,
+    ):
         super().__init__(message)
         self.method = method
         self.url = url
         self.reason = reason
+        self.request = request
 
 
 class ConnectError(TransportError, ConnectionError):
@@ -141,12 +206,14 @@ class OutcomeUnknownError(TransportError):
     blindly, because that could create a second signing; check the state (e.g. with
     ``status``) before trying again.
 
-    ``status`` is the gateway's HTTP status (502 or 504), ``None`` when no answer
-    arrived; the :class:`ServerError` built from the gateway's answer is the
-    ``__cause__``.
+    The :class:`ServerError` built from a gateway's answer is the ``__cause__``.
+
+    Attributes:
+        status: The gateway's HTTP status (502 or 504), ``None`` when no answer
+            arrived.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, **kwargs: str):
+    def __init__(self, message: str, *, status: int | None = None, **kwargs: Any):
         super().__init__(message, **kwargs)
         self.status = status
 
@@ -154,21 +221,37 @@ class OutcomeUnknownError(TransportError):
 class DecodeError(DokobitError):
     """The answer could not be decoded as the API's JSON.
 
-    ``status`` is the HTTP status and ``excerpt`` a short, redacted start of the body.
+    Attributes:
+        status: The HTTP status.
+        excerpt: A short, redacted start of the body.
+        url: The request's URL, redacted.
+        request: The call (see :class:`DokobitError`).
     """
 
-    def __init__(self, message: str, *, status: int, excerpt: str, url: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        excerpt: str,
+        url: str = "",
+        request: Request | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.excerpt = excerpt
         self.url = url
+        self.request = request
 
 
 @attrs.frozen(kw_only=True)
 class FieldError:
     """One entry of the error envelope's ``errors`` list.
 
-    ``field`` is the API's bracket path (e.g. ``[signers][0][email]``) when given.
+    Attributes:
+        message: What is wrong.
+        error_code: The entry's code, when given.
+        field: The API's bracket path (e.g. ``[signers][0][email]``), when given.
     """
 
     message: str
@@ -179,9 +262,15 @@ class FieldError:
 class APIError(DokobitError):
     """The API answered with an error envelope or an error HTTP status.
 
-    Attributes: ``status`` (HTTP status), ``message``, ``error_code`` (the envelope's
-    ``error_code`` or ``code``), ``errors`` (a tuple of :class:`FieldError`), ``method``,
-    ``url`` (redacted) and ``body`` (the decoded envelope, if any).
+    Attributes:
+        status: The HTTP status.
+        message: The envelope's message (or ``HTTP <status>``).
+        error_code: The envelope's ``error_code`` or ``code``.
+        errors: The envelope's field errors, a tuple of :class:`FieldError`.
+        method: The HTTP method of the request.
+        url: The request's URL, redacted (``access_token=***``).
+        body: The decoded envelope, if any (redacted).
+        request: The call (see :class:`DokobitError`).
     """
 
     def __init__(
@@ -194,6 +283,7 @@ class APIError(DokobitError):
         method: str = "",
         url: str = "",
         body: Mapping[str, Any] | None = None,
+        request: Request | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -203,6 +293,7 @@ class APIError(DokobitError):
         self.method = method
         self.url = url
         self.body = body
+        self.request = request
 
     def __str__(self) -> str:
         text = f"{self.message} (HTTP {self.status}"
@@ -223,11 +314,13 @@ class RedirectError(APIError):
     JSON actions never follow a redirect: its target's answer could be anything (and a
     307/308 would resend the body there). Downloads follow at most three, and only on
     the base URL's own origin (same scheme, host and port, under its path); this is
-    raised for any other, or for one more. ``location_origin`` is the
-    ``scheme://host[:port]`` of the ``Location`` header (``""`` when it is missing or
-    unreadable), never its path or query. A write answered with a redirect may or may
+    raised for any other, or for one more. A write answered with a redirect may or may
     not have taken effect (a 303 usually means it did): check the state before
     trying again.
+
+    Attributes:
+        location_origin: The ``scheme://host[:port]`` of the ``Location`` header
+            (``""`` when it is missing or unreadable), never its path or query.
     """
 
     def __init__(self, message: str, *, location_origin: str = "", **kwargs: Any):
@@ -248,7 +341,11 @@ class NotFoundError(APIError):
 
 
 class RateLimitedError(APIError):
-    """HTTP 429: too many requests; ``retry_after`` is in seconds when the API said."""
+    """HTTP 429: too many requests.
+
+    Attributes:
+        retry_after: Seconds to wait, when the API said (``Retry-After``).
+    """
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any):
         super().__init__(message, **kwargs)

@@ -36,8 +36,15 @@ logger = logging.getLogger("dokobit_async")
 class RateLimit:
     """At most ``calls`` requests per ``period`` seconds for one access token.
 
-    ``burst`` is how many may go at once after a quiet spell (default: a tenth of
-    ``calls``, at least one); the window guarantee holds whatever it is.
+    Attributes:
+        calls: How many requests may start in any window of ``period`` seconds.
+        period: The window, in seconds.
+        burst: How many may go at once after a quiet spell (default: a tenth of
+            ``calls``, at least one); the window guarantee holds whatever it is.
+
+    Raises:
+        ValueError: ``calls`` below 1, ``period`` not above 0, or ``burst`` outside
+            1 to ``calls``.
     """
 
     calls: int = attrs.field(default=100, validator=attrs.validators.ge(1))

@@ -27,11 +27,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
+from ._redact import error_text, printable
 from .events import Event
+from .exceptions import HandlerError
 
 __all__ = ["Handler", "Router"]
 
 Handler = Callable[[Any], Awaitable[object]]
+"""An async callable that takes an event; what it returns is ignored."""
 H = TypeVar("H", bound=Handler)
 Key = type[Event] | str | None  # None: every event
 
@@ -43,7 +46,12 @@ def _base_name(handler: Handler) -> str:
 
 
 class Router:
-    """Handler registry; ``Router(a, b)`` also runs the handlers of ``a`` and ``b``."""
+    """Which async handlers run for which postback event.
+
+    Args:
+        *routers: Routers whose handlers this one runs too (``Router(a, b)``); they
+            are read at dispatch time, so handlers added to them later count.
+    """
 
     def __init__(self, *routers: Router):
         self._routes: list[tuple[Key, Handler]] = []
@@ -57,13 +65,22 @@ class Router:
     def add(
         self, key: type[Event] | str | None, handler: Handler, *, name: str | None = None
     ) -> None:
-        """Register ``handler`` for an event class, an action string, or (``None``)
-        every event.
+        """Register ``handler`` for an event class, an action string, or every event.
 
-        ``name`` is what the receiver records when the handler succeeds for an event
-        (default ``module.qualname``). Give one when several handlers share a
-        qualname (lambdas, factories): unnamed ones are told apart by registration
-        order (``#2``, ``#3``), which must then stay the same across deploys.
+        Args:
+            key: An event class (its subclasses match too, e.g.
+                ``SigningCompleted``), an action string (``"signer_signed"``; unknown
+                actions too), or ``None`` for every event.
+            handler: An async callable taking the event.
+            name: What the receiver records when the handler succeeds for an event,
+                so that it is not run again after a restart. Default:
+                ``module.qualname``. Give one when several handlers share a qualname
+                (lambdas, factories): unnamed ones are told apart by registration
+                order (``#2``, ``#3``), which must then stay the same across deploys.
+
+        Raises:
+            TypeError: ``key`` is none of the above, or ``handler`` is not callable.
+            ValueError: ``name`` is empty or already taken in this router.
         """
         if not (
             key is None
@@ -81,8 +98,15 @@ class Router:
         self._routes.append((key, handler))
 
     def on(self, key: type[Event] | str, *, name: str | None = None) -> Callable[[H], H]:
-        """Decorator: register for an event class or an action string (``name`` as
-        for :meth:`add`)."""
+        """Decorator: register the decorated handler for an event class or an action.
+
+        Args:
+            key: An event class (subclasses match too) or an action string.
+            name: The handler's stable name, as for :meth:`add`.
+
+        Returns:
+            Callable: The decorator; it returns the handler unchanged.
+        """
 
         def register(handler: H) -> H:
             self.add(key, handler, name=name)
@@ -91,7 +115,14 @@ class Router:
         return register
 
     def on_any(self, handler: H) -> H:
-        """Decorator: register for every event."""
+        """Decorator: register ``handler`` for every event.
+
+        Args:
+            handler: An async callable taking the event.
+
+        Returns:
+            Callable: ``handler`` itself, unchanged.
+        """
         self.add(None, handler)
         return handler
 
@@ -102,7 +133,16 @@ class Router:
         return routes
 
     def handlers(self) -> dict[str, Handler]:
-        """Every registered handler by its stable name (duplicates registered once)."""
+        """Every registered handler, this router's and its children's, by stable name.
+
+        Returns:
+            dict[str, Handler]: Each handler once (a handler registered for several
+            keys too), under its explicit name or ``module.qualname`` (``#2``,
+            ``#3`` for repeats).
+
+        Raises:
+            ValueError: Two different handlers were given the same explicit name.
+        """
         named: dict[str, Handler] = {}
         routes = self._all_routes()
         for _, handler, explicit in routes:  # explicit names first: they never move
@@ -123,23 +163,52 @@ class Router:
         return named
 
     def handlers_for(self, event: Event) -> dict[str, Handler]:
-        """The handlers that match ``event``, by name."""
-        matching = [
-            handler
-            for key, handler, _ in self._all_routes()
-            if key is None
-            or (isinstance(key, str) and key == event.action)
-            or (isinstance(key, type) and isinstance(event, key))
-        ]
-        return {name: h for name, h in self.handlers().items() if h in matching}
+        """The handlers that match ``event``, by stable name.
+
+        Args:
+            event: A postback event.
+
+        Returns:
+            dict[str, Handler]: The handlers registered for its class (or a base
+            class), its action string, or every event, in registration order.
+        """
+        named = self.handlers()
+        chosen: dict[str, Handler] = {}
+        for key, handler, _ in self._all_routes():
+            if not (
+                key is None
+                or (isinstance(key, str) and key == event.action)
+                or (isinstance(key, type) and isinstance(event, key))
+            ):
+                continue
+            # equality, not identity: each ``obj.method`` access is a new bound method
+            name = next(n for n, h in named.items() if h == handler)
+            chosen.setdefault(name, named[name])
+        return chosen
 
     async def dispatch(
         self, event: Event, *, skip: Collection[str] = ()
     ) -> dict[str, BaseException | None]:
-        """Run the matching handlers (but those named in ``skip``) concurrently.
+        """Run the handlers that match ``event``; each one's outcome.
 
-        Returns each handler's outcome: ``None`` for success, else its exception. A
-        handler's exception never stops the others; cancellation still propagates.
+        The contract, as the receiver relies on it: every matching handler runs,
+        whatever the others do; they run concurrently, none waits for another, and
+        none is skipped or cancelled because another failed. Their exceptions are
+        collected, not raised: each handler's outcome comes back by name, in
+        registration order. Only cancellation propagates (of the dispatch, or of a
+        handler). :meth:`receive` is the same run, with the failures raised together.
+
+        Args:
+            event: A postback event.
+            skip: Names of handlers not to run (those that already succeeded for
+                this event).
+
+        Returns:
+            dict[str, BaseException | None]: Each handler's outcome by name: ``None``
+            for success, else the exception it raised.
+
+        Raises:
+            asyncio.CancelledError: The dispatch, or a handler, was cancelled.
         """
         chosen = {n: h for n, h in self.handlers_for(event).items() if n not in skip}
         results = await asyncio.gather(
@@ -152,6 +221,29 @@ class Router:
                 raise result
             outcome[name] = result if isinstance(result, BaseException) else None
         return outcome
+
+    async def receive(self, event: Event) -> None:
+        """Run every handler that matches ``event`` (as :meth:`dispatch` does), then
+        report every failure together, as octokit's ``receive`` does.
+
+        Args:
+            event: A postback event.
+
+        Raises:
+            HandlerError: One or more handlers failed; ``errors`` holds each one's
+                exception by handler name (the first is also the ``__cause__``).
+            asyncio.CancelledError: The run, or a handler, was cancelled.
+        """
+        outcome = await self.dispatch(event)
+        errors = {name: error for name, error in outcome.items() if error is not None}
+        if not errors:
+            return
+        failed = "; ".join(f"{name}: {error_text(error)}" for name, error in errors.items())
+        message = (
+            f"{len(errors)} of {len(outcome)} handlers failed for "
+            f"{printable(event.action)}: {printable(failed, 2000)}"
+        )
+        raise HandlerError(message, event=event, errors=errors) from next(iter(errors.values()))
 
     @staticmethod
     async def _run(handler: Handler, event: Event) -> None:

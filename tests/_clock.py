@@ -6,7 +6,7 @@ import asyncio
 import math
 import selectors
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -44,10 +44,14 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
     residue of its level, so we never give it fractional time).
     """
 
+    # set by SelectorEventLoop.__init__; typeshed does not declare it
+    _selector: selectors.BaseSelector
+
     def __init__(self) -> None:
         super().__init__()
         self.now = 0
-        self._selector = _SteppingSelector(self._selector, self)  # type: ignore[has-type]
+        # the stepping selector stands in for the real one (it delegates the rest)
+        self._selector = cast(selectors.BaseSelector, _SteppingSelector(self._selector, self))
 
     def time(self) -> float:
         return float(self.now)

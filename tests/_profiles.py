@@ -10,6 +10,8 @@ pytest's ``--hypothesis-profile=randomized``. Pin each example it finds with
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import HealthCheck, settings
 
 __all__ = ["BASE_EXAMPLES", "RANDOMIZED", "REPEATABLE", "examples", "register"]
@@ -22,7 +24,7 @@ RANDOMIZED_FACTOR = 10
 
 def register() -> None:
     """Register both profiles with Hypothesis."""
-    common = {
+    common: dict[str, Any] = {
         "deadline": None,  # the property tests include loopback servers; time varies
         "database": None,  # no .hypothesis/ directory written into the checkout
         "print_blob": True,

@@ -24,8 +24,8 @@ from typing import IO, TypeVar
 import pytest
 from _emulator_thread import EmulatorThread
 
-from dokobit_async import _cli_commands
-from dokobit_async._cli_output import Progress, default_name, safe_filename
+from dokobit_async._cli import api as _cli_commands
+from dokobit_async._cli.output import Progress, default_name, safe_filename
 from dokobit_async.cli import main
 from dokobit_async.testing import make_pdf
 
@@ -465,3 +465,48 @@ def test_emulate_subprocess_serves_then_stops_cleanly(
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_emulate_verbose_logs_one_line_per_request_without_the_token(tmp_path: Path) -> None:
+    """``emulate -v``: every request it serves is one line on stderr (method, path,
+    status), the access token never among them."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dokobit_async", "emulate", "-v", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_clean_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        lines = _lines(proc.stdout)
+        base_url = lines.get(timeout=WAIT).split()[-1]
+        token = lines.get(timeout=WAIT).split()[-1]
+        script = shutil.which("dokobit-async", path=str(Path(sys.executable).parent))
+        assert script is not None
+        env = {**_clean_env(), "DOKOBIT_BASE_URL": base_url, "DOKOBIT_ACCESS_TOKEN": token}
+        (tmp_path / "c.pdf").write_bytes(PDF)
+        for argv in (["sign", "c.pdf", "--name", "C", "--signer", SIGNER], ["status", "nope"]):
+            subprocess.run(
+                [script, *argv], capture_output=True, timeout=WAIT, cwd=tmp_path, env=env
+            )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=WAIT) == 0
+        stderr = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=WAIT)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    requests = [line for line in stderr.splitlines() if " -> " in line]
+    assert any("POST /api/signing-external/create.json?... -> 200" in r for r in requests)
+    assert any(
+        re.search(r"GET /api/signing-(external|internal)/nope/status\.json\?\.\.\. -> 40\d", r)
+        for r in requests
+    ), requests
+    assert all(r.startswith("dokobit-async: INFO: ") for r in requests)
+    assert token not in stderr
+    assert "Traceback" not in stderr

@@ -20,7 +20,7 @@ from _emulator_thread import EmulatorThread
 from aiohttp import web
 
 from dokobit_async import DokobitClient, ExternalSigner, SigningFile
-from dokobit_async._cli_output import default_name, human_size, safe_filename
+from dokobit_async._cli.output import default_name, human_size, safe_filename
 from dokobit_async.cli import main
 from dokobit_async.testing import make_pdf
 

@@ -2,7 +2,7 @@
 
 Each test runs in both body encodings (``form`` and ``json``). The client and the
 emulator were written independently from the wire notes, so a passing test here means
-two readings of ``shared/dokobit-universal-api.md`` agree on the wire.
+two readings of ``docs/wire-notes.md`` agree on the wire.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import aiohttp
@@ -20,6 +20,7 @@ PDF = make_pdf(["Contract"])
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     """PHP http_build_query-style bracket pairs (booleans as 1/0)."""
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):
@@ -355,7 +356,7 @@ def test_signed_pdf_incremental_update_offsets_are_consistent() -> None:
     import re
     from datetime import datetime, timezone
 
-    from dokobit_async.testing._emu_documents import Mark, sign_pdf
+    from dokobit_async.testing._emulator.documents import Mark, sign_pdf
 
     when = datetime(2024, 1, 1, tzinfo=timezone.utc)
     data = PDF

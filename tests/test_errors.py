@@ -1,5 +1,5 @@
 """How the client turns failures into its own errors: the API's error envelope and
-HTTP statuses (``shared/dokobit-universal-api.md`` section 3), transport failures,
+HTTP statuses (``docs/wire-notes.md#status-codes``, ``#error-envelope``), transport failures,
 retries that never repeat a write whose outcome is unknown, invalid arguments caught
 before sending, and the access token kept out of every message, repr, traceback and
 log line.

@@ -1,8 +1,8 @@
 """Tests for ``dokobit_async.events``: parsing postbacks, duplicate keys, URL secrets.
 
-The wire facts pinned here come from spec section 5 (``dokobit-universal-api.md``):
-a JSON body with an ``action`` (5.2), the action table (5.3), retries of the same
-postback (5.1) and no signature of Dokobit's own (5.4).
+The wire facts pinned here are in ``docs/wire-notes.md#postbacks``: a JSON body with an ``action``
+(``#postback-body``), the actions (``#postback-actions``), retries of the same postback
+(``#postback-delivery``) and no signature of Dokobit's own (``#postback-authenticity``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def parse(payload: Any, content_type: str | None = "application/json") -> Event:
     return parse_postback(body_of(payload), content_type)
 
 
-# The Gateway-style full example of spec 5.2, verbatim but for concrete values.
+# The full example of docs/wire-notes.md#postback-body, verbatim but for concrete values.
 GATEWAY_PAYLOAD: dict[str, Any] = {
     "status": "ok",
     "token": "3b0a2f0e-sign-token",
@@ -84,7 +84,7 @@ GATEWAY_PAYLOAD: dict[str, Any] = {
     ],
 )
 def test_each_documented_action_parses_to_its_class(action: str, cls: type[Event]) -> None:
-    """Every action of spec 5.3 maps to its own class, with token and signer typed."""
+    """Every action of ``#postback-actions`` maps to its own class, with token and signer typed."""
     event = parse({"action": action, "token": "T", "signer": "S"})
     assert type(event) is cls
     assert action == cls.ACTION
@@ -95,7 +95,7 @@ def test_each_documented_action_parses_to_its_class(action: str, cls: type[Event
 @pytest.mark.parametrize("cls", [SigningCompleted, SigningArchived])
 def test_file_actions_carry_file_and_digest(cls: type[Event]) -> None:
     """``signing_completed``/``signing_archived`` carry the signed ``file`` URL and its
-    ``file_digest`` (spec 5.2)."""
+    ``file_digest`` (``#postback-body``)."""
     event = parse(
         {"action": cls.ACTION, "token": "T", "file": "https://x/f.pdf", "file_digest": "ab12"}
     )
@@ -106,7 +106,7 @@ def test_file_actions_carry_file_and_digest(cls: type[Event]) -> None:
 
 
 def test_gateway_full_example_parses_completely() -> None:
-    """The full example payload of spec 5.2 parses with every field typed."""
+    """The full example payload of ``#postback-body`` parses with every field typed."""
     event = parse(GATEWAY_PAYLOAD)
     assert isinstance(event, SigningCompleted)
     assert event.token == "3b0a2f0e-sign-token"
@@ -151,7 +151,7 @@ def test_unknown_action_becomes_unknown_event_with_raw(action: str) -> None:
 
 
 def test_only_action_is_required() -> None:
-    """Every field but ``action`` is optional (spec 5.2: tolerate missing fields)."""
+    """Every field but ``action`` is optional (``#postback-body``: tolerate missing fields)."""
     event = parse({"action": "signing_completed"})
     assert isinstance(event, SigningCompleted)
     assert (event.token, event.signer, event.signer_info) == (None, None, None)
@@ -232,7 +232,7 @@ def test_form_encoded_body_is_accepted(content_type: str | None) -> None:
     [None, "", "text/plain", "application/x-www-form-urlencoded", "application/octet-stream"],
 )
 def test_json_is_tried_first_whatever_the_content_type(content_type: str | None) -> None:
-    """JSON is parsed regardless of the header (spec 5.2: the header is undocumented)."""
+    """JSON is parsed regardless of the header (``#postback-body``: the header is undocumented)."""
     event = parse_postback(body_of({"action": "signer_signed", "token": "T"}), content_type)
     assert isinstance(event, SignerSigned)
     assert event.token == "T"
@@ -425,7 +425,7 @@ def test_same_body_twice_has_same_key() -> None:
 )
 def test_retry_of_same_postback_has_same_key(retry: dict[str, Any]) -> None:
     """Dokobit's retries repeat (token, action, signer); other fields do not change the
-    key (spec 5.2: key on token, action, signer)."""
+    key (``docs/architecture.md#the-dedupe-key``)."""
     assert key_of(retry) == key_of(BASE)
 
 

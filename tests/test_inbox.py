@@ -24,6 +24,7 @@ from dokobit_async.inbox import (
     InboxError,
     MemoryInbox,
     SQLiteInbox,
+    StoredEvent,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 async def add(
     inbox: Inbox, id: str, *, signing: str = "sig-1", received_at: float = 1000.0
-) -> bool:
+) -> StoredEvent | None:
     """Add a minimal event with the given id."""
     return await inbox.add(
         id=id,
@@ -57,8 +58,8 @@ async def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 async def test_add_stores_a_pending_event_with_every_field(inbox: Inbox) -> None:
-    """add() returns True and get() gives back exactly what was stored, as pending."""
-    assert await inbox.add(
+    """add() returns the event as stored, and get() gives back exactly that, pending."""
+    added = await inbox.add(
         id="a",
         signing_token="tok",
         action="signing_completed",
@@ -68,6 +69,8 @@ async def test_add_stores_a_pending_event_with_every_field(inbox: Inbox) -> None
     )
     event = await inbox.get("a")
     assert event is not None
+    assert added == event
+    assert event.seq >= 1
     assert (event.id, event.signing_token, event.action) == ("a", "tok", "signing_completed")
     assert event.body == b"\x00raw body\xff"
     assert event.content_type == "application/x-www-form-urlencoded"
@@ -78,10 +81,10 @@ async def test_add_stores_a_pending_event_with_every_field(inbox: Inbox) -> None
     assert await inbox.get("missing") is None
 
 
-async def test_duplicate_id_returns_false_and_keeps_the_original(inbox: Inbox) -> None:
-    """A second add() with the same id is a duplicate: False, nothing changes."""
-    assert await add(inbox, "a", signing="first")
-    assert not await add(inbox, "a", signing="second")
+async def test_duplicate_id_returns_none_and_keeps_the_original(inbox: Inbox) -> None:
+    """A second add() with the same id is a duplicate: None, nothing changes."""
+    assert await add(inbox, "a", signing="first") is not None
+    assert await add(inbox, "a", signing="second") is None
     event = await inbox.get("a")
     assert event is not None
     assert event.signing_token == "first"
@@ -89,9 +92,9 @@ async def test_duplicate_id_returns_false_and_keeps_the_original(inbox: Inbox) -
 
 
 async def test_concurrent_duplicates_store_exactly_one(inbox: Inbox) -> None:
-    """Ten concurrent adds of one id (same group commit): exactly one True."""
+    """Ten concurrent adds of one id (same group commit): exactly one is stored."""
     results = await asyncio.gather(*(add(inbox, "same") for _ in range(10)))
-    assert sorted(results) == [False] * 9 + [True]
+    assert [r is None for r in results].count(False) == 1
 
 
 async def test_seq_is_strictly_increasing_and_never_reused(inbox: Inbox) -> None:

@@ -1,5 +1,5 @@
-"""No error path of the client shows the access token, in any spelling (hardening
-issue, item 4).
+"""No error path of the client shows the access token, in any spelling
+(``docs/architecture.md#no-secret-in-any-output``).
 
 A loopback server echoes the token it received in every spelling a real server,
 proxy or framework might use (raw, ``%2F``, ``%2f``, ``+``-form, as sent in the query,

@@ -19,12 +19,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import pytest
 from test_cli_receiver import WAIT, Listener, _listener_env, post, run, states, wait_until
 
-from dokobit_async.cli import _logging, main
+from dokobit_async._cli.logs import log_to_stderr as _logging
+from dokobit_async.cli import main
 
 resource = pytest.importorskip("resource")
 
@@ -47,8 +49,14 @@ def limit_files(soft: int, hard: int) -> Callable[[], None]:
     return apply
 
 
+class RouterModule(Protocol):
+    """The ``router_module`` fixture: writes a router module, returns its name."""
+
+    def __call__(self, body: str = ...) -> str: ...
+
+
 @pytest.fixture
-def router_module(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+def router_module(tmp_path: Path) -> Iterator[RouterModule]:
     """Write a router module in tmp_path whose ``on_any`` handler has the given
     body (``event`` and ``log``, a Path to handled.txt, in scope); its name."""
     names: list[str] = []
@@ -152,13 +160,13 @@ def read_response(sock: socket.socket, data: bytes) -> tuple[int, dict[str, str]
         return status, headers, data[size:]
 
 
-# ------------------------------------------------------------------ item 2
+# -------------- staying reachable (docs/architecture.md#staying-reachable)
 
 
 @pytest.mark.skipif(not PROC_NET_TCP.exists(), reason="needs /proc/net/tcp (Linux)")
 @pytest.mark.usefixtures("many_files")
 def test_a_postback_gets_through_1100_idle_connections_at_a_1024_file_limit(
-    tmp_path: Path, router_module: Callable[[str], str]
+    tmp_path: Path, router_module: RouterModule
 ) -> None:
     """The listener runs with soft and hard RLIMIT_NOFILE 1,024; a client opens 1,100
     connections and sends nothing. One second later a valid postback is answered 200
@@ -204,7 +212,7 @@ def test_a_postback_gets_through_1100_idle_connections_at_a_1024_file_limit(
 
 
 def test_listen_says_at_v_that_it_raised_the_open_files_limit(
-    tmp_path: Path, router_module: Callable[[str], str]
+    tmp_path: Path, router_module: RouterModule
 ) -> None:
     """Started with a soft limit below the hard one, ``listen -v`` raises it and says
     so; a ``--max-connections`` above what the limit leaves room for is a warning."""
@@ -231,7 +239,7 @@ def test_listen_says_at_v_that_it_raised_the_open_files_limit(
     assert "room for (512)" in err
 
 
-# ------------------------------------------------------------------ item 6
+# -------------- one line per problem (docs/architecture.md#a-postback-from-arrival-to-handler)
 
 
 def bad_requests(target: bytes) -> list[tuple[str, bytes]]:
@@ -269,7 +277,7 @@ def bad_requests(target: bytes) -> list[tuple[str, bytes]]:
 
 
 def test_bad_senders_get_a_4xx_one_line_each_and_the_next_postback_gets_through(
-    tmp_path: Path, router_module: Callable[[str], str]
+    tmp_path: Path, router_module: RouterModule
 ) -> None:
     """Broken and unsupported Content-Encodings, a non-ASCII Expect, a malformed
     header and a sender that hangs up mid-body: each a 4xx (or nothing, for the one
@@ -380,7 +388,7 @@ def test_listen_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_listen_options_reach_the_receiver(
-    tmp_path: Path, router_module: Callable[[str], str], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, router_module: RouterModule, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``--concurrency`` bounds the handlers running at once, ``--max-attempts`` how
     often a failing one runs, ``--read-timeout`` the wait for a body (408),

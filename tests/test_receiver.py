@@ -11,10 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 from aiohttp import web
 
-from dokobit_async import DokobitClient, ExternalSigner, RateLimit, RetryPolicy, SigningFile
+from dokobit_async import (
+    DispatchPolicy,
+    DokobitClient,
+    ExternalSigner,
+    RateLimit,
+    ReceiverNotRunningError,
+    SigningFile,
+)
 from dokobit_async.events import Event, SignerSigned, SigningCompleted, SigningCreated
 from dokobit_async.inbox import Inbox, MemoryInbox, SQLiteInbox
 from dokobit_async.receiver import PostbackReceiver, RedactingAccessLogger
@@ -22,7 +30,7 @@ from dokobit_async.routing import Router
 from dokobit_async.testing import Emulator, EmulatorConfig, make_pdf
 
 SECRET = b"receiver-test-secret-0123456789"
-FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02, deadline=60)
+FAST_RETRY = DispatchPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02)
 
 Serve = Callable[..., Awaitable[tuple[PostbackReceiver, str]]]
 
@@ -35,7 +43,7 @@ async def serve() -> AsyncIterator[Serve]:
 
     async def start(router: Router, **options: Any) -> tuple[PostbackReceiver, str]:
         options.setdefault("secret", SECRET)
-        options.setdefault("retry", FAST_RETRY)
+        options.setdefault("policy", FAST_RETRY)
         receiver = PostbackReceiver(router, **options)
         runner = web.AppRunner(receiver.app(), access_log_class=RedactingAccessLogger)
         await runner.setup()
@@ -115,8 +123,7 @@ async def test_emulator_postbacks_reach_each_handler_exactly_once(
         for signer in created.signers:
             await emu.sign(created.token, signer.token)
         await emu.wait_postbacks_idle()
-        await wait_for(lambda: calls["fetch", "signing_completed"] >= 1)
-        await asyncio.sleep(0.1)  # room for any duplicate dispatch to show up
+        await receiver.wait_idle()  # every event finished: a duplicate run would show
         counts = await receiver.inbox.counts()
     assert calls == {
         ("audit", "signing_created"): 1,
@@ -138,8 +145,7 @@ async def test_duplicates_are_stored_and_dispatched_once(serve: Serve) -> None:
     receiver, base = await serve(router)
     url = receiver.postback_url(base)
     answers = [await post(url, COMPLETED) for _ in range(3)]
-    await wait_for(lambda: len(seen) == 1)
-    await asyncio.sleep(0.05)
+    await receiver.wait_idle()
     assert [status for status, _ in answers] == [200, 200, 200]
     assert len(seen) == 1
 
@@ -245,8 +251,7 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_without_rerunning
     receiver, base = await serve(router)
     with caplog.at_level(logging.WARNING, logger="dokobit_async.receiver"):
         assert (await post(receiver.postback_url(base), COMPLETED))[0] == 200
-        await wait_for(lambda: runs["bad"] == FAST_RETRY.max_attempts)
-        await asyncio.sleep(0.1)
+        await receiver.wait_idle()  # retried to the last attempt, then dead
         dead = await receiver.inbox.list(state="dead")
     assert runs == {"good": 1, "bad": FAST_RETRY.max_attempts}
     assert len(dead) == 1
@@ -331,7 +336,11 @@ async def test_an_event_the_api_does_not_confirm_is_kept_aside(serve: Serve) -> 
             files=[SigningFile.from_bytes(make_pdf(["x"]), name="a.pdf")],
             signers=[ExternalSigner(external_id="u1", email="u1@example.com")],
         )
-        receiver, base = await serve(router, client=client, confirm_attempts=2, confirm_delay=0.01)
+        receiver, base = await serve(
+            router,
+            client=client,
+            policy=attrs.evolve(FAST_RETRY, confirm_attempts=2, confirm_delay=0.01),
+        )
         forged = json.dumps({"action": "signing_completed", "token": created.token})
         assert (await post(receiver.postback_url(base), forged))[0] == 200
         await wait_state(receiver, "unconfirmed", 1)
@@ -370,7 +379,9 @@ async def test_an_unacknowledged_delivery_times_out_and_the_iterator_ends_on_sto
     """A consumer that takes a delivery and never acks does not block dispatch for
     good: after ``ack_timeout`` it counts as failed and comes again; and
     ``deliveries()`` ends when the receiver stops."""
-    receiver, base = await serve(Router(), consumers=["pipe"], ack_timeout=0.05)
+    receiver, base = await serve(
+        Router(), consumers=["pipe"], policy=attrs.evolve(FAST_RETRY, ack_timeout=0.05)
+    )
     await post(receiver.postback_url(base), COMPLETED)
     seen: list[str] = []
 
@@ -404,7 +415,7 @@ async def test_confirmation_reads_the_status_endpoint(
 ) -> None:
     """A completed event is confirmed by ``completed`` or (later) ``archived``; a
     signer event by that signer's status; others are not checked."""
-    from dokobit_async._dispatcher import confirm
+    from dokobit_async._confirm import confirm
     from dokobit_async.models import SigningStatus, StatusSigner
 
     class Flow:
@@ -416,3 +427,65 @@ async def test_confirmation_reads_the_status_endpoint(
         external = internal = Flow()
 
     assert await confirm(Client(), event) is confirmed  # type: ignore[arg-type]
+
+
+def test_the_redacting_access_logger_refuses_an_aiohttp_it_cannot_redact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should aiohttp drop the hook ``RedactingAccessLogger`` overrides, the receiver
+    refuses to start (when its app is made or mounted) instead of serving with an
+    access log that shows postback secrets unmasked."""
+    from aiohttp.web_log import AccessLogger
+
+    receiver = PostbackReceiver(Router(), secret=SECRET)
+    monkeypatch.delattr(AccessLogger, "_format_line")
+    with pytest.raises(RuntimeError, match="cannot mask the postback secret"):
+        receiver.app()
+    with pytest.raises(RuntimeError, match="cannot mask the postback secret"):
+        receiver.setup(web.Application())
+
+
+async def test_wait_idle_waits_for_work_and_fails_loudly_when_it_cannot(serve: Serve) -> None:
+    """``wait_idle`` raises ``ReceiverNotRunningError`` for a receiver that is not
+    running or stops while it waits, and the builtin ``TimeoutError`` when the work
+    outlasts its timeout."""
+    release = asyncio.Event()
+    router = Router()
+
+    @router.on_any
+    async def stuck(event: Event) -> None:
+        await release.wait()
+
+    idle = PostbackReceiver(Router(), secret=SECRET)
+    with pytest.raises(ReceiverNotRunningError):
+        await idle.wait_idle()
+    receiver, base = await serve(router, policy=attrs.evolve(FAST_RETRY, shutdown_timeout=0))
+    assert (await post(receiver.postback_url(base), COMPLETED))[0] == 200
+    with pytest.raises(TimeoutError):
+        await receiver.wait_idle(timeout=0.2)
+    waiting = asyncio.create_task(receiver.wait_idle(timeout=None))
+    await asyncio.sleep(0)
+    assert receiver._dispatcher is not None
+    await receiver._dispatcher.drain(timeout=0)  # the receiver begins to stop
+    with pytest.raises(ReceiverNotRunningError):
+        await asyncio.wait_for(waiting, 10)
+    release.set()
+
+
+class _BoolInbox(MemoryInbox):
+    """An inbox written to the old protocol: ``add()`` answers True or False."""
+
+    async def add(self, **fields: Any) -> Any:
+        return await super().add(**fields) is not None
+
+
+async def test_an_inbox_written_to_the_old_protocol_is_refused_loudly(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An inbox whose ``add()`` still returns a bool gets a 503 (the sender retries)
+    and an error that says what changed, instead of a confusing failure later."""
+    receiver, base = await serve(Router(), inbox=_BoolInbox())
+    with caplog.at_level(logging.ERROR, logger="dokobit_async.receiver"):
+        status, _ = await post(receiver.postback_url(base), COMPLETED)
+    assert status == 503
+    assert "the protocol changed" in caplog.text

@@ -17,16 +17,14 @@ import aiohttp
 import pytest
 from _receiver_helpers import postback, start_receiver, wait_until
 
-from dokobit_async import RetryPolicy
+from dokobit_async import DispatchPolicy
 from dokobit_async.events import Event
 from dokobit_async.inbox import SQLiteInbox, StoredEvent
 from dokobit_async.routing import Router
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON = {"Content-Type": "application/json"}
-TINY_BACKOFF = RetryPolicy(
-    max_attempts=20, base_delay=0.001, max_delay=0.01, deadline=float("inf")
-)
+TINY_BACKOFF = DispatchPolicy(max_attempts=20, base_delay=0.001, max_delay=0.01, concurrency=16)
 
 # The receiver run as a separate process, so that it can be killed with SIGKILL. Each
 # handler does its (slow) work, then appends "handler-name token" to the log and
@@ -36,7 +34,7 @@ RECEIVER_SCRIPT = textwrap.dedent(
     import asyncio, os, random, sys
     from aiohttp import web
     from dokobit_async.inbox import SQLiteInbox
-    from dokobit_async.receiver import PostbackReceiver
+    from dokobit_async.receiver import DispatchPolicy, PostbackReceiver
     from dokobit_async.routing import Router
 
     db, log, concurrency = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -57,7 +55,11 @@ RECEIVER_SCRIPT = textwrap.dedent(
         await work_then_log("notify", event)
 
     async def main():
-        receiver = PostbackReceiver(router, inbox=SQLiteInbox(db), concurrency=concurrency)
+        receiver = PostbackReceiver(
+            router,
+            inbox=SQLiteInbox(db),
+            policy=DispatchPolicy(concurrency=concurrency),
+        )
         runner = web.AppRunner(receiver.app())
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -238,7 +240,7 @@ async def test_randomly_failing_handlers_are_retried_until_each_succeeds_once(
 
     tokens = [f"ev{i:04d}" for i in range(200)]
     inbox = SQLiteInbox(tmp_path / "in.db", synchronous="NORMAL")
-    _, runner, url = await start_receiver(router, inbox=inbox, retry=TINY_BACKOFF, concurrency=16)
+    _, runner, url = await start_receiver(router, inbox=inbox, policy=TINY_BACKOFF)
     try:
         assert await post_all(url, tokens) == [200] * len(tokens)
         await wait_until(lambda: _nothing_pending(inbox), timeout=60)
@@ -259,7 +261,7 @@ async def test_a_handler_that_always_fails_is_dead_lettered_with_its_last_error(
 ) -> None:
     """After ``max_attempts`` failed attempts the event is a dead letter holding the
     last error; the handler that succeeded ran once and is recorded as done."""
-    policy = RetryPolicy(max_attempts=5, base_delay=0.001, max_delay=0.01, deadline=float("inf"))
+    policy = DispatchPolicy(max_attempts=5, base_delay=0.001, max_delay=0.01)
     calls: Counter[tuple[str, str]] = Counter()
     router = Router()
 
@@ -273,7 +275,7 @@ async def test_a_handler_that_always_fails_is_dead_lettered_with_its_last_error(
         raise RuntimeError(f"broken call {calls['broken', event.token or '']} for {event.token}")
 
     inbox = SQLiteInbox(tmp_path / "in.db")
-    _, runner, url = await start_receiver(router, inbox=inbox, retry=policy)
+    _, runner, url = await start_receiver(router, inbox=inbox, policy=policy)
     tokens = ["A", "B", "C"]
     try:
         assert await post_all(url, tokens) == [200, 200, 200]
@@ -312,7 +314,9 @@ async def test_an_event_cut_off_by_shutdown_stays_pending_and_runs_after_restart
 
     first = Router()
     first.add(None, stuck)
-    _, runner, url = await start_receiver(first, inbox=SQLiteInbox(db), shutdown_timeout=0.2)
+    _, runner, url = await start_receiver(
+        first, inbox=SQLiteInbox(db), policy=DispatchPolicy(shutdown_timeout=0.2)
+    )
     try:
         assert await post_all(url, ["T1"]) == [200]
         await asyncio.wait_for(started.wait(), 10)
@@ -347,31 +351,45 @@ async def test_graceful_shutdown_finishes_running_handlers_and_accepts_nothing_n
     db = tmp_path / "in.db"
     running: list[str] = []
     finished: list[str] = []
+    release = asyncio.Event()
     router = Router()
 
     @router.on_any
     async def slow(event: Event) -> None:
         running.append(event.token or "")
-        await asyncio.sleep(0.5)
+        await release.wait()
         finished.append(event.token or "")
 
     _, runner, url = await start_receiver(
-        router, inbox=SQLiteInbox(db), shutdown_timeout=10, concurrency=4
+        router, inbox=SQLiteInbox(db), policy=DispatchPolicy(shutdown_timeout=10, concurrency=4)
     )
+    port = runner.addresses[0][1]
     stopping: asyncio.Task[None] | None = None
     try:
         assert await post_all(url, ["A", "B", "C"]) == [200, 200, 200]
         await wait_until(lambda: _length_is(running, 3))
         stopping = asyncio.create_task(runner.cleanup())
-        await asyncio.sleep(0.1)
-        assert not stopping.done()  # still draining the handlers
+        await wait_until(lambda: _refuses_connections(port))
         with pytest.raises(aiohttp.ClientConnectionError):
             await post_all(url, ["LATE"])
+        assert not stopping.done()  # the handlers hold it: they have not been released
+        assert finished == []
+        release.set()
     finally:
+        release.set()
         await asyncio.wait_for(stopping or runner.cleanup(), 15)
     assert sorted(finished) == ["A", "B", "C"]
     events = await snapshot(db)
     assert {token: event.state for token, event in events.items()} == dict.fromkeys("ABC", "done")
+
+
+async def _refuses_connections(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return True
+    writer.close()
+    return False
 
 
 async def _length_is(items: list[str], length: int) -> bool:

@@ -1,4 +1,5 @@
-"""The one redaction function (hardening issue, item 4): every spelling of a secret.
+"""The one redaction function: every spelling of a secret
+(``docs/architecture.md#no-secret-in-any-output``).
 
 A server, a proxy or a log may echo the access token raw, percent-encoded (``%2F``,
 ``%2f``, twice), form-encoded (``+`` for a space, ``%2B`` for a plus), JSON-escaped
@@ -18,7 +19,7 @@ from urllib.parse import quote, quote_plus, urlencode
 import pytest
 from yarl import URL
 
-from dokobit_async import _redact, sansio
+from dokobit_async import _redact
 from dokobit_async.events import mint_postback_secret
 
 TOKENS = [
@@ -159,15 +160,6 @@ def test_redact_data_masks_every_string_keys_too() -> None:
         "n": 3,
     }
     assert secret not in json.dumps(shown, default=list)
-
-
-def test_old_names_stay_importable_from_sansio() -> None:
-    """``sansio.redact_url``/``redact_text``/``redact_bytes`` are the same functions."""
-    secret = TOKENS[0]
-    quoted = quote(secret, safe="")
-    assert sansio.redact_text(f"a {quoted} b", secret) == "a *** b"
-    assert sansio.redact_bytes(f"a {quoted} b".encode(), secret) == b"a *** b"
-    assert sansio.redact_url("https://h/x?access_token=abc") == "https://h/x?access_token=***"
 
 
 def test_redaction_module_is_pure() -> None:

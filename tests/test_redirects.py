@@ -1,4 +1,4 @@
-"""API calls never trust another host's answers (hardening issue, item 3).
+"""API calls never trust another host's answers (``docs/architecture.md#a-call``).
 
 A JSON action never follows a redirect: every 3xx is a :class:`RedirectError`. A
 download follows at most three, and only to the API's own origin, with the access

@@ -1,5 +1,5 @@
-"""Errors of the right type, and inputs refused before sending (hardening issue,
-item 7), over a loopback host that records every request it gets.
+"""Errors of the right type, and inputs refused before sending
+(``docs/architecture.md#a-call``), over a loopback host that records every request it gets.
 
 * a malformed file URL is a ``ForeignURLError`` (never a bare ``ValueError``);
 * a token of ``.``, ``..``, empty or blank is refused before anything is sent (it
@@ -92,6 +92,22 @@ async def test_malformed_file_url_is_a_foreign_url_error(template: str, how: str
     assert caught.value.__context__ is None
     assert caught.value.__cause__ is None
     assert TOKEN not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{base}/api/files/{token}/signed.pdf", "{base}/api/file.pdf?note={token}"],
+)
+async def test_a_file_url_that_carries_the_token_elsewhere_is_refused(template: str) -> None:
+    """A file URL with the access token anywhere but its ``access_token`` parameter
+    is refused before sending: the call's ``Request``, which every error holds,
+    never carries the token."""
+    async with loopback() as api, client_for(api.url) as dokobit:
+        with pytest.raises(ForeignURLError) as caught:
+            await dokobit.download_file(template.format(base=api.url, token=TOKEN))
+    assert api.seen == []
+    assert TOKEN not in str(caught.value)
+    assert TOKEN not in repr(caught.value.request)
 
 
 async def test_a_well_formed_file_url_still_downloads() -> None:

@@ -141,10 +141,10 @@ async def run_scenario() -> Run:
     grants: list[float] = []
     original = SharedLimiter.acquire
 
-    async def counted(limiter: SharedLimiter) -> None:
-        await original(limiter)
+    async def counted(self: SharedLimiter) -> None:  # stands in for SharedLimiter.acquire
+        await original(self)
         # the start time the limiter itself counted (the task may resume a bit later)
-        grants.append(limiter._starts[-1])
+        grants.append(self._starts[-1])
 
     SharedLimiter.acquire = counted  # type: ignore[method-assign]
     try:
@@ -161,7 +161,7 @@ async def _scenario(emu: Emulator, grants: list[float]) -> Run:
             asyncio.gather(*(create_signing(client, n) for n in names), return_exceptions=True),
             BUDGET,
         )
-        creates = dict(zip(names, outcomes, strict=True))
+        creates: dict[str, object] = dict(zip(names, outcomes, strict=True))
         after_creates = len(emu.requests)
         tokens = [r.token for r in outcomes if isinstance(r, CreatedSigning)]
         assert tokens, "no create succeeded, so there is nothing to run the mix on"
@@ -311,6 +311,8 @@ async def test_one_create_under_a_persistent_fault(
     """With every create answered by one fault kind, a create raises the matching
     error after the expected number of sends, and is executed at most once: only a
     429 (a refusal with no effect) is retried."""
+    # mypy's attrs plugin types ``operations`` (converter optional(frozenset)) as
+    # Iterable[_T_co] with the type variable unbound, which no set of str fits
     faults = Faults(rate=1.0, weights={kind: 1.0}, operations={CREATE_OP})
     policy = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02, deadline=5)
     async with Emulator(config=EmulatorConfig(faults=faults)) as emu:

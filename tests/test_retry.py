@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from dokobit_async import DispatchPolicy
 from dokobit_async.retry import Outcome, RetryPolicy, outcome_of_status
 
 POLICY = RetryPolicy(max_attempts=4, base_delay=1.0, max_delay=3.0, deadline=20.0)
@@ -57,6 +58,16 @@ def test_backoff_is_full_jitter_doubling_up_to_the_cap() -> None:
         assert min(samples) >= 0.0
         assert max(samples) <= ceiling
         assert max(samples) > 0.9 * ceiling  # the whole range is used
+
+
+def test_backoff_of_any_attempt_number_stays_under_the_cap() -> None:
+    """A policy with many attempts never overflows: attempt 2,000 (2**1999 would raise
+    ``OverflowError``) still sleeps at most the cap, as the receiver's handler and
+    recording backoffs, which share the same ceiling."""
+    many = RetryPolicy(max_attempts=5000, base_delay=1.0, max_delay=3.0)
+    rng = random.Random(2)
+    assert 0.0 <= many.backoff(2000, rng) <= 3.0
+    assert 0.0 <= DispatchPolicy(max_delay=3.0).backoff(2000, rng) <= 3.0
 
 
 def test_attempts_and_deadline_bound_the_retries() -> None:

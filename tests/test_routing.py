@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
 
 import attrs
 import pytest
@@ -16,6 +16,7 @@ from dokobit_async.events import (
     SigningCompleted,
     UnknownEvent,
 )
+from dokobit_async.exceptions import HandlerError
 from dokobit_async.routing import Router
 
 # Every event is built directly: routing must not depend on parsing.
@@ -255,9 +256,14 @@ def test_same_qualname_is_disambiguated_stably() -> None:
 async def test_lambda_handlers_all_run_under_their_names() -> None:
     """Disambiguated handlers are distinct in ``dispatch``'s result too."""
     seen: list[int] = []
+
+    def note(i: int) -> Coroutine[Any, Any, None]:
+        seen.append(i)
+        return asyncio.sleep(0)
+
     router = Router()
     for index in range(2):
-        router.on_any(lambda event, i=index: asyncio.sleep(0, result=seen.append(i)))
+        router.on_any(lambda event, i=index: note(i))
     outcome = await router.dispatch(COMPLETED)
     assert len(outcome) == 2
     assert list(outcome.values()) == [None, None]
@@ -332,7 +338,7 @@ async def test_non_awaitable_handler_fails_alone(rec: Recorder) -> None:
         return None
 
     router = Router()
-    router.on_any(sync_handler)
+    router.on_any(sync_handler)  # type: ignore[type-var]  # not async, on purpose
     router.on_any(rec.handler("ok"))
     outcome = await router.dispatch(COMPLETED)
     by_tail = {name.rsplit(".", 1)[-1]: result for name, result in outcome.items()}
@@ -414,3 +420,64 @@ async def test_explicit_names_are_recorded_and_never_shift() -> None:
     other.add(None, make(), name="first")
     with pytest.raises(ValueError, match="two handlers are named"):
         Router(router, other).handlers()
+
+
+async def test_receive_runs_every_handler_and_reports_every_failure_together() -> None:
+    """``receive`` runs all matching handlers, failing or not, then raises one
+    ``HandlerError`` that names each failed handler with its exception; with no
+    failure it returns quietly."""
+    ran: list[str] = []
+    router = Router()
+
+    @router.on(SigningCompleted, name="ok")
+    async def ok(event: Event) -> None:
+        ran.append("ok")
+
+    @router.on(SigningCompleted, name="first")
+    async def first(event: Event) -> None:
+        ran.append("first")
+        raise ValueError("first broke")
+
+    @router.on(SigningCompleted, name="second")
+    async def second(event: Event) -> None:
+        ran.append("second")
+        raise KeyError("second broke")
+
+    event = SigningCompleted(action="signing_completed", token="T")
+    with pytest.raises(HandlerError) as caught:
+        await router.receive(event)
+    assert sorted(ran) == ["first", "ok", "second"]
+    error = caught.value
+    assert error.event is event
+    assert list(error.errors) == ["first", "second"]
+    assert isinstance(error.errors["first"], ValueError)
+    assert isinstance(error.errors["second"], KeyError)
+    assert error.__cause__ is error.errors["first"]
+    assert "2 of 3 handlers failed for signing_completed" in str(error)
+    assert "first broke" in str(error)
+    assert "second broke" in str(error)
+    quiet = Router()
+    quiet.add(SigningCompleted, ok)
+    assert cast(object, await quiet.receive(event)) is None  # typed None: checked at run time
+
+
+async def test_outcomes_come_back_in_registration_order_named_or_not() -> None:
+    """``dispatch`` reports in the order the handlers were registered, whether they
+    have an explicit name or not, so ``receive``'s first failure is the first
+    registered."""
+    router = Router()
+
+    async def first(event: Event) -> None:
+        raise ValueError("first")
+
+    async def second(event: Event) -> None:
+        raise ValueError("second")
+
+    router.add(None, first)
+    router.add(None, second, name="named-second")
+    event = SigningCompleted(action="signing_completed", token="T")
+    outcome = await router.dispatch(event)
+    assert list(outcome) == [f"{__name__}.{first.__qualname__}", "named-second"]
+    with pytest.raises(HandlerError) as caught:
+        await router.receive(event)
+    assert str(caught.value.__cause__) == "first"

@@ -10,6 +10,10 @@ import pytest
 
 from dokobit_async import sansio
 from dokobit_async._actions import external_create
+from dokobit_async._answers import parse_retry_after
+from dokobit_async._bodies import Base64Content, encode_body
+from dokobit_async._redact import redact, redact_bytes
+from dokobit_async._urls import file_url_path
 from dokobit_async.models import ExternalSigner, SigningFile
 
 
@@ -24,16 +28,14 @@ from dokobit_async.models import ExternalSigner, SigningFile
 )
 def test_redact_url_masks_every_access_token(url: str, shown: str) -> None:
     """Whatever the case or position of the parameter, its value becomes ***."""
-    assert sansio.redact_url(url) == shown
+    assert redact(url) == shown
 
 
 def test_redact_text_and_bytes_mask_the_secret_anywhere() -> None:
     """An answer that echoes the token (even outside a URL) is masked too."""
-    assert sansio.redact_text("token s3cr3t leaked", "s3cr3t") == "token *** leaked"
+    assert redact("token s3cr3t leaked", "s3cr3t") == "token *** leaked"
     body = b'{"message": "bad s3cr3t", "url": "x?access_token=zzz"}'
-    assert sansio.redact_bytes(body, "s3cr3t") == (
-        b'{"message": "bad ***", "url": "x?access_token=***"}'
-    )
+    assert redact_bytes(body, "s3cr3t") == b'{"message": "bad ***", "url": "x?access_token=***"}'
 
 
 @pytest.mark.parametrize(
@@ -72,18 +74,18 @@ def test_file_urls_are_accepted_only_on_the_api_host(
     """The token is only ever appended to URLs under the configured base URL; a
     malformed URL (bad port, no ``//``, not http(s), whitespace, a dot segment) is
     refused too, never a ``ValueError``."""
-    assert sansio.file_url_path(base, url) == path
+    assert file_url_path(base, url) == path
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     """Delta-seconds, an HTTP date (relative to now), nonsense, and the past."""
     now = 1_800_000_000.0
-    assert sansio.parse_retry_after("12") == 12.0
-    assert sansio.parse_retry_after(formatdate(now + 30, usegmt=True), now=now) == 30.0
-    assert sansio.parse_retry_after(formatdate(now - 30, usegmt=True), now=now) == 0.0
-    assert sansio.parse_retry_after("soon") is None
-    assert sansio.parse_retry_after("nan") is None
-    assert sansio.parse_retry_after(None) is None
+    assert parse_retry_after("12") == 12.0
+    assert parse_retry_after(formatdate(now + 30, usegmt=True), now=now) == 30.0
+    assert parse_retry_after(formatdate(now - 30, usegmt=True), now=now) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after(None) is None
 
 
 class _Prepared:
@@ -106,8 +108,8 @@ def test_form_encoding_uses_php_brackets_and_escapes_values() -> None:
     base64 goes; ``&``/``=``/``+`` in values are escaped."""
     request = _request()
     prepared = {request.files[0]: _Prepared()}
-    segments = sansio.encode_body(request, "form", prepared)
-    assert isinstance(segments[1], sansio.Base64Content)
+    segments = encode_body(request, "form", prepared)
+    assert isinstance(segments[1], Base64Content)
     text = b"".join(s for s in segments if isinstance(s, bytes)).decode()
     fields = dict(parse_qsl(text.replace("files%5B0%5D%5Bcontent%5D=", "")))
     assert fields["name"] == "A & B = C"
@@ -121,8 +123,8 @@ def test_json_encoding_nests_and_cannot_be_confused_by_caller_text() -> None:
     """The placeholder marker is random: a name that looks like one stays text."""
     request = _request()
     prepared = {request.files[0]: _Prepared()}
-    segments = sansio.encode_body(request, "json", prepared)
-    assert sum(isinstance(s, sansio.Base64Content) for s in segments) == 1
+    segments = encode_body(request, "json", prepared)
+    assert sum(isinstance(s, Base64Content) for s in segments) == 1
     text = "".join(s.decode() if isinstance(s, bytes) else "QUJD" for s in segments)
     body = json.loads(text)
     assert body["files"][0] == {"name": "a+b.pdf", "content": "QUJD", "digest": "d" * 64}

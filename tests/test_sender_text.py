@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from _receiver_helpers import start_receiver, wait_until
 
-from dokobit_async import RetryPolicy
+from dokobit_async import DispatchPolicy
 from dokobit_async._redact import printable, shown_token
 from dokobit_async.cli import main
 from dokobit_async.events import Event
@@ -77,10 +77,10 @@ async def test_hostile_postbacks_leave_clean_log_lines_and_cli_output(
 
     db = tmp_path / "in.db"
     inbox = SQLiteInbox(db)
-    policy = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.01, deadline=60)
+    policy = DispatchPolicy(max_attempts=2, base_delay=0.001, max_delay=0.01)
     with caplog.at_level(logging.DEBUG, logger="dokobit_async"):
         _, runner, url = await start_receiver(
-            router, inbox=inbox, retry=policy, max_body_size=2 * 1024 * 1024
+            router, inbox=inbox, policy=policy, max_body_size=2 * 1024 * 1024
         )
         try:
             async with aiohttp.ClientSession() as session:
@@ -123,9 +123,9 @@ def test_the_cli_log_filter_makes_any_record_one_clean_line(
 ) -> None:
     """What reaches the CLI's handler from aiohttp or asyncio (which may quote raw
     request bytes) is escaped and cut too: one line each."""
-    from dokobit_async import cli
+    from dokobit_async._cli.logs import log_to_stderr
 
-    with cli._logging(verbose=False, secrets=[], serving=True):
+    with log_to_stderr(verbose=False, secrets=[], serving=True):
         logging.getLogger("aiohttp.server").error(
             "Error handling request: bad line %r\n  next\x1b]0;x\x07 %s", "a\rb", "\u202e" * 5000
         )

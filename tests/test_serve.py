@@ -179,7 +179,11 @@ async def test_reaching_the_cap_warns_once_then_sums_up_per_interval(
     with caplog.at_level(logging.WARNING, logger="dokobit_async.serve"):
         for count in range(1, 21):
             await server.connect()
-            await until(lambda n=count: server.guard.closed_idle == n - 1, "a closing")
+
+            def closed(n: int = count) -> bool:
+                return server.guard.closed_idle == n - 1
+
+            await until(closed, "a closing")
         warnings = [r.getMessage() for r in caplog.records]
         assert len(warnings) == 1, warnings
         assert "at the limit of 1 open connections: closing the oldest idle" in warnings[0]

@@ -1,0 +1,60 @@
+"""Confirming a postback against the API before its handlers run.
+
+Dokobit does not sign its postbacks: the receiver's URL secret says a postback came
+through a URL we minted, not that what it says happened. A *confirmation* is an
+async callable ``(event) -> True | False | None``: ``True`` the API agrees,
+``False`` it does not (yet: the API can lag the postback, so the dispatcher asks
+again, per its :class:`~dokobit_async.DispatchPolicy`, before setting the event aside
+as ``unconfirmed``), ``None`` it cannot tell. :func:`api_confirmation` builds the
+default one from a client; tests and users may pass their own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from .events import Event, SignerDeclined, SignerSigned, SigningCompleted
+from .exceptions import NotFoundError
+
+if TYPE_CHECKING:
+    from .client import DokobitClient
+    from .models import SigningStatus
+
+__all__ = ["Confirmation", "api_confirmation", "confirm"]
+
+Confirmation = Callable[[Event], Awaitable[bool | None]]
+"""Whether the API agrees with an event: True, False (not, or not yet) or None."""
+
+
+async def confirm(client: DokobitClient, event: Event) -> bool | None:
+    """Whether the status endpoint agrees with ``event``.
+
+    A completed event is confirmed by a signing that is ``completed`` (or already
+    ``archived``), a signed or declined one by that signer's status. Events the
+    status endpoint does not show (created, archived, e-delivery, unknown) are
+    ``None``. A signing neither flow knows is ``False``.
+    """
+    if not isinstance(event, (SigningCompleted, SignerSigned, SignerDeclined)) or not event.token:
+        return None
+    status: SigningStatus | None = None
+    for flow in (client.external, client.internal):
+        try:
+            status = await flow.status(event.token)
+            break
+        except NotFoundError:
+            continue
+    if status is None:
+        return False
+    if isinstance(event, SigningCompleted):  # an archived signing was completed first
+        return status.status in ("completed", "archived")
+    wanted = "signed" if isinstance(event, SignerSigned) else "declined"
+    people = [s for s in status.signers if event.signer in (s.token, s.external_id)]
+    return any(s.status == wanted for s in people) if people else True
+
+
+def api_confirmation(client: DokobitClient) -> Confirmation:
+    """The default confirmation: :func:`confirm` with ``client`` (its reads share the
+    client's rate limit)."""
+    return functools.partial(confirm, client)
