@@ -322,6 +322,51 @@ def test_nothing_outside_the_cli_imports_it() -> None:
     assert not wrong
 
 
+def _private_reaches(module: str, source: str) -> list[str]:
+    """Private names of *another* CLI module that ``module``'s ``source`` uses: imported
+    (``from .api import _helper``) or read as an attribute (``api._helper``)."""
+    tree = ast.parse(source)
+    found: list[str] = []
+    cli_names: set[str] = set()  # local names bound to another CLI module
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        targets = [t for t in _targets(module, node) if _matches(t, CLI) and t != module]
+        for alias in node.names:
+            local = alias.asname or alias.name.split(".")[0]
+            whole = [t for t in targets if t.endswith("." + alias.name) or t == alias.name]
+            if whole:  # the name is a CLI module itself
+                cli_names.add(local)
+            elif targets and alias.name.startswith("_"):
+                found.append(f"{node.lineno}: imports {alias.name}")
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in cli_names
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.lineno}: reads {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_cli_module_reaches_into_another_ones_privates() -> None:
+    """The CLI's modules use each other's public names only."""
+    wrong = [
+        f"{_shown(module)}:{reach}"
+        for module in MODULES
+        if _matches(module, CLI)
+        for reach in _private_reaches(module, MODULES[module].read_text(encoding="utf-8"))
+    ]
+    assert not wrong
+
+
+def test_the_privates_check_finds_an_import_and_an_attribute() -> None:
+    source = "from .output import _helper, out\nfrom . import api\napi._build()\napi.run()\n"
+    assert _private_reaches("_cli.demo", source) == ["1: imports _helper", "3: reads api._build"]
+
+
 def test_the_emulator_imports_nothing_of_the_library() -> None:
     """The emulator is an independent reading of the wire notes: it shares no code
     with the client or the receiver it is there to test."""
