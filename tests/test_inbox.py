@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from _processes import kill_and_reap
 
 from dokobit_async import _inbox_sqlite
 from dokobit_async.exceptions import InvalidArgumentError
@@ -476,10 +477,8 @@ async def test_every_acknowledged_add_survives_sigkill(tmp_path: Path) -> None:
         rest = await asyncio.wait_for(child.stdout.read(), timeout=30)
         acked += [line.split()[1].decode() for line in rest.splitlines() if line.strip()]
     finally:
-        if child.returncode is None:
-            child.kill()
-        await asyncio.wait_for(child.wait(), timeout=30)
-    assert child.returncode == -signal.SIGKILL
+        returncode = await kill_and_reap(child)
+    assert returncode == -signal.SIGKILL
     async with SQLiteInbox(path) as inbox:
         stored = {e.id for e in await inbox.list(limit=1_000_000)}
     missing = [id for id in acked if id not in stored]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from _processes import kill_and_reap
 from _receiver_helpers import postback, start_receiver, wait_until
 
 from dokobit_async import DispatchPolicy
@@ -95,9 +96,7 @@ async def receiver_process(
         assert line.strip().isdigit(), f"no port from the receiver: {line!r}"
         yield proc, f"http://127.0.0.1:{int(line)}/dokobit/postback"
     finally:
-        if proc.returncode is None:
-            proc.kill()
-        await asyncio.wait_for(proc.wait(), 30)
+        await kill_and_reap(proc)
 
 
 def read_log(log: Path) -> list[tuple[str, str]]:
@@ -141,7 +140,7 @@ async def test_kill_9_while_dispatching_loses_nothing_and_reruns_only_unrecorded
 
         async def kill_mid_dispatch() -> None:
             await wait_until(busy, timeout=60)
-            proc.kill()
+            await kill_and_reap(proc)
 
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=16), timeout=aiohttp.ClientTimeout(total=60)
