@@ -1,13 +1,9 @@
-"""Client benchmarks on loopback; prints measured figures and ratios.
+"""Client benchmark on loopback: peak extra memory (max RSS growth) of uploading and
+of downloading a 200 MB file (target: under 16 MiB each). Each direction runs in a
+fresh process against a server process that streams (discards or generates) the
+bytes. The time of a ``status`` call is measured by ``status_bench.py``.
 
-(a) Time per ``client.external.status()`` call as a ratio to a bare aiohttp GET plus
-    JSON decode of the same answer (target: at most 1.15). The server runs in its own
-    process; rounds of both kinds alternate and the medians are compared.
-(b) Peak extra memory (max RSS growth) of uploading and of downloading a 200 MB file
-    (target: under 16 MiB each). Each direction runs in a fresh process against a
-    server process that streams (discards or generates) the bytes.
-
-Usage: ``python benchmarks/client_bench.py [--calls 2000] [--rounds 7] [--mb 200]``.
+Usage: ``python benchmarks/client_bench.py [--mb 200]``.
 """
 
 from __future__ import annotations
@@ -17,37 +13,14 @@ import asyncio
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-STATUS = {
-    "status": "pending",
-    "name": "Agreement",
-    "type": "pdf",
-    "date_created": "2026-11-27T10:00:00+02:00",
-    "deadline": None,
-    "filename": "agreement.pdf",
-    "files": [
-        {"name": "agreement.pdf", "url": "http://127.0.0.1/x", "mime_type": "application/pdf"}
-    ],
-    "signers": [
-        {
-            "token": f"s{i}",
-            "first_name": "Jonas",
-            "last_name": "Jonaitis",
-            "code": "39001010000",
-            "country": "lt",
-            "email": "jonas@example.com",
-            "type": "signer",
-            "status": "pending",
-        }
-        for i in range(3)
-    ],
-}
+from _pinned import STATUS
+
 CHUNK = 256 * 1024
 
 
@@ -107,52 +80,6 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-async def overhead(base: str, calls: int, rounds: int) -> None:
-    import aiohttp
-
-    from dokobit_async import DokobitClient, RateLimit
-
-    url = f"{base}/api/signing-external/ABC/status.json"
-    token = "bench-token"
-    async with (
-        aiohttp.ClientSession() as session,
-        DokobitClient(
-            token, base_url=base, session=session, rate_limit=RateLimit(calls=10**9, period=1.0)
-        ) as client,
-    ):
-
-        async def bare() -> None:
-            async with session.get(url, params={"access_token": token}) as response:
-                await response.json()
-
-        async def ours() -> None:
-            await client.external.status("ABC")
-
-        for fn in (bare, ours):  # warm up connections and code paths
-            for _ in range(200):
-                await fn()
-        wall: dict[str, list[float]] = {"bare": [], "client": []}
-        cpu: dict[str, list[float]] = {"bare": [], "client": []}
-        for _ in range(rounds):
-            for name, fn in (("bare", bare), ("client", ours)):
-                t0, c0 = time.perf_counter(), time.process_time()
-                for _ in range(calls):
-                    await fn()
-                wall[name].append((time.perf_counter() - t0) / calls)
-                cpu[name].append((time.process_time() - c0) / calls)
-    w_bare, w_ours = statistics.median(wall["bare"]), statistics.median(wall["client"])
-    c_bare, c_ours = statistics.median(cpu["bare"]), statistics.median(cpu["client"])
-    print(f"(a) status call, {rounds} rounds x {calls} calls, medians:")
-    print(
-        f"    wall per call: bare aiohttp {w_bare * 1e6:7.1f} us, client {w_ours * 1e6:7.1f} us"
-        f"  -> ratio {w_ours / w_bare:.3f} (target <= 1.15)"
-    )
-    print(
-        f"    client-process CPU per call: bare {c_bare * 1e6:7.1f} us, client "
-        f"{c_ours * 1e6:7.1f} us  -> ratio {c_ours / c_bare:.3f}"
-    )
-
-
 def _max_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -186,7 +113,7 @@ async def memory_probe(base: str, direction: str, megabytes: int) -> None:
 
 
 def memory(base: str, megabytes: int) -> None:
-    print(f"(b) peak extra memory (max RSS growth) moving a {megabytes} MB file:")
+    print(f"peak extra memory (max RSS growth) moving a {megabytes} MB file:")
     for direction in ("upload", "download"):
         out = (
             subprocess.run(
@@ -219,8 +146,6 @@ def memory(base: str, megabytes: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--probe", help=argparse.SUPPRESS)
@@ -234,7 +159,6 @@ def main() -> None:
         return
     proc, base = start_server()
     try:
-        asyncio.run(overhead(base, args.calls, args.rounds))
         memory(base, args.mb)
     finally:
         proc.terminate()

@@ -303,7 +303,8 @@ def decipher_json(
         APIError: The body is the API's error envelope.
     """
     data = _decode_json(body)
-    if not isinstance(data, Mapping) or data.get("status") == "error":
+    # (a JSON object decodes to a dict: the exact type test spares the ABC check)
+    if not (type(data) is dict or isinstance(data, Mapping)) or data.get("status") == "error":
         data = parse_json_response(status, body, url=url, secret=secret, request=request)  # raises
     return structure(data, model, status=status, url=url, secret=secret, request=request)
 

@@ -6,8 +6,9 @@ events of one signing are handled one at a time, in order. A queue whose first
 event may start is in :attr:`Backlog.ready`.
 
 Events come in two ways. The receiver hands each new postback over in memory
-(:meth:`Backlog.submit`) right after storing it. And the inbox is read in pages by
-arrival order (:meth:`Backlog.scan`):
+(:meth:`Backlog.submit`) right after storing it, with the event it parsed (kept in
+:attr:`Backlog.parsed` until dispatch takes it, so a postback is parsed once). And the
+inbox is read in pages by arrival order (:meth:`Backlog.scan`):
 
 * catching up (:attr:`Backlog.behind`: at start, and whenever memory was too full to
   take a new postback), page after page to the end, so that a backlog after a
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from .events import Event
 from .inbox import Inbox, StoredEvent
 
 __all__ = ["IDLE_POLL", "MAX_BACKLOG", "MAX_DEFERRED", "SWEEP_WAIT", "Backlog"]
@@ -52,6 +54,7 @@ class Backlog:
         self._finished: set[str] = set()  # ids finished since the last step began
         self._cursor = 0  # the sweep has read the pending events up to this seq
         self._deferred: dict[str, StoredEvent] = {}  # new postbacks waiting for it
+        self.parsed: dict[str, Event] = {}  # id -> its event, as the receiver parsed it
         self._deferred_lost = False  # some were not remembered: read on once more
 
     def __len__(self) -> int:
@@ -66,10 +69,13 @@ class Backlog:
         """Whether the event is in a queue."""
         return id in self._known
 
-    def submit(self, stored: StoredEvent) -> None:
-        """Take a new pending event from the receiver (after it was stored)."""
+    def submit(self, stored: StoredEvent, event: Event | None = None) -> None:
+        """Take a new pending event from the receiver (after it was stored), and the
+        event it parsed from it."""
         if stored.id in self._known:
             return
+        if event is not None:
+            self.parsed[stored.id] = event
         if self.behind or not self.take(stored):
             # a sweep is catching up (or there is no room): it waits, so that it
             # cannot overtake older events of its signing that the sweep has not read
@@ -78,6 +84,7 @@ class Backlog:
                 self._deferred[stored.id] = stored
             else:
                 self._deferred_lost = True
+                self.parsed.pop(stored.id, None)
             self._wake.set()
 
     def take(self, stored: StoredEvent) -> bool:
@@ -107,6 +114,7 @@ class Backlog:
         done = queue.popleft()
         self._known.discard(done.id)
         self._finished.add(done.id)
+        self.parsed.pop(done.id, None)
         if not queue:
             del self.queues[key]
 
@@ -133,6 +141,8 @@ class Backlog:
             if self._deferred_lost:
                 # postbacks that waited may be missing from the page just read (stored
                 # after it): read on from here rather than let newer ones overtake them
+                for id in self._deferred:
+                    self.parsed.pop(id, None)
                 self._deferred.clear()
                 return 0.0
             waiting, self._deferred = self._deferred, {}

@@ -29,7 +29,7 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from ._actions import Flow
@@ -44,7 +44,7 @@ _SELF = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 class _Sends(Protocol):
-    async def _json(self, request: Request, model: type[T]) -> T: ...
+    def _json(self, request: Request, model: type[T]) -> Awaitable[T]: ...
 
 
 class JSONAction(Generic[P, T]):

@@ -26,11 +26,11 @@ Where events come from, and in what order: :mod:`dokobit_async._backlog`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
@@ -40,7 +40,7 @@ from ._backlog import IDLE_POLL, SWEEP_WAIT, Backlog
 from ._confirm import Confirmation
 from ._outcomes import Outcome, Progress, Recorder
 from ._policy import DispatchPolicy
-from ._redact import error_text, printable, redact, shown_token
+from ._redact import error_text, printable, shown_token
 from .events import Event, parse_postback
 from .inbox import Inbox, StoredEvent
 from .routing import Router
@@ -50,7 +50,6 @@ __all__ = ["Delivery", "Dispatcher"]
 logger = logging.getLogger("dokobit_async.receiver")
 
 CONSUMER_PREFIX = "consumer:"
-ERROR_LIMIT = 2000  # characters of an error kept in the inbox and shown in a log line
 
 
 @attrs.define(eq=False)
@@ -95,19 +94,29 @@ class Dispatcher:
         self.wake = asyncio.Event()
         self.backlog = Backlog(inbox, page=max(1000, 50 * policy.concurrency), wake=self.wake)
         self._later: list[tuple[float, str]] = []  # (when, key): first event awaits a retry
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # key -> its running first event
+        self._running: set[str] = set()  # keys whose first event runs or is being recorded
+        self._workers: list[asyncio.Task[None]] = []  # see run()
+        self._waiting: deque[asyncio.Future[None]] = deque()  # idle workers
+        self._recordings: set[asyncio.Task[None]] = set()
+        self._stopping = False  # workers take no more events
         self._idle = asyncio.Event()  # set by the loop when nothing is left to do
         self._secrets = secrets  # masked in stored errors and log lines
         self._scan_failures = 0
         self._rng = random.Random()
         self._clock: Callable[[], float] = time.time
         self.recorder = Recorder(
-            inbox, self.backlog, secrets=self._secrets, clock=lambda: self._clock(), rng=self._rng
+            inbox,
+            self.backlog,
+            policy=policy,
+            secrets=self._secrets,
+            clock=lambda: self._clock(),
+            rng=self._rng,
         )
 
-    def submit(self, stored: StoredEvent) -> None:
-        """Take a new pending event from the receiver (after it was stored)."""
-        self.backlog.submit(stored)
+    def submit(self, stored: StoredEvent, event: Event | None = None) -> None:
+        """Take a new pending event from the receiver (after it was stored), with the
+        event it parsed from it (``stored.received_at`` as its ``received_at``)."""
+        self.backlog.submit(stored, event)
 
     async def start(self) -> None:
         """Read what a previous run left pending, before new postbacks arrive."""
@@ -136,20 +145,33 @@ class Dispatcher:
     # ------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        """The dispatch loop (cancel it to stop; running events are left to finish)."""
+        """The dispatch loop (cancel it to stop; running events are left to finish).
+
+        ``concurrency`` workers run the handlers; this loop reads the inbox, moves
+        retries that came due back in line, and wakes idle workers."""
+        loop = asyncio.get_running_loop()
+        for _ in range(self.policy.concurrency):
+            worker = loop.create_task(self._work(), name="dokobit-dispatch")
+            worker.add_done_callback(_log_failure)
+            self._workers.append(worker)
         next_scan = self._clock() + (0.0 if self.backlog.behind else IDLE_POLL)  # after start()
-        while True:
-            self.wake.clear()
-            if self._clock() >= next_scan:
-                next_scan = await self._sweep_step()
-            next_due = self._start_ready()
-            if self._is_idle():
-                self._idle.set()
-            until = next_scan if next_due is None else min(next_scan, next_due)
-            await self._sleep_until_woken(until - self._clock())
+        try:
+            while True:
+                self.wake.clear()
+                if self._clock() >= next_scan:
+                    next_scan = await self._sweep_step()
+                next_due = self._due()
+                for _ in range(min(len(self.backlog.ready), len(self._waiting))):
+                    self._waiting.popleft().set_result(None)
+                if self._is_idle():
+                    self._idle.set()
+                until = next_scan if next_due is None else min(next_scan, next_due)
+                await self._sleep_until_woken(until - self._clock())
+        finally:
+            self._stop_workers()
 
     def _is_idle(self) -> bool:
-        return not self._tasks and not len(self.backlog) and not self.backlog.behind
+        return not self._running and not len(self.backlog) and not self.backlog.behind
 
     async def wait_idle(self) -> bool:
         """Wait until every event this dispatcher knows of is finished (done, dead
@@ -181,16 +203,25 @@ class Dispatcher:
         finally:
             timer.cancel()
 
-    def _start_ready(self) -> float | None:
+    def _due(self) -> float | None:
+        """Put the retries and the probe whose time has come back in line; when the
+        next one is due."""
+        now = self._clock()
+        while self._later and self._later[0][0] <= now:
+            self.backlog.ready.append(heapq.heappop(self._later)[1])
+        probe_at = self.recorder.next_probe(now)
+        due = [t for t in (self._later[0][0] if self._later else None, probe_at) if t is not None]
+        return min(due) if due else None
+
+    def _take(self) -> tuple[str, StoredEvent] | None:
+        """The first event of a ready queue that may start now, its signing marked as
+        running (its next event waits until this one is recorded); None if none."""
         now = self._clock()
         ready = self.backlog.ready
-        while self._later and self._later[0][0] <= now:
-            ready.append(heapq.heappop(self._later)[1])
-        probe_at = self.recorder.next_probe(now)
-        while ready and len(self._tasks) < self.policy.concurrency:
+        while ready:
             key = ready.popleft()
             queue = self.backlog.queues.get(key)
-            if key in self._tasks or not queue:
+            if key in self._running or not queue:
                 continue
             head = queue[0]
             if head.next_attempt_at > now:
@@ -198,67 +229,110 @@ class Dispatcher:
                 continue
             if not self.recorder.may_start(key, head, now):
                 continue  # held: the inbox cannot record outcomes now
-            task = asyncio.create_task(self._process(key, head), name="dokobit-dispatch")
-            self._tasks[key] = task
-            task.add_done_callback(functools.partial(self._task_done, key))
-        due = [t for t in (self._later[0][0] if self._later else None, probe_at) if t is not None]
-        return min(due) if due else None
+            self._running.add(key)
+            return key, head
+        return None
 
-    def _task_done(self, key: str, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(key, None)
-        if not task.cancelled() and task.exception() is not None:  # a bug of ours
-            logger.error("dispatch task failed: %s", printable(error_text(task.exception())))
+    async def _work(self) -> None:
+        """A worker: run the handlers of one ready event after another; hand each
+        outcome to a recording task of its own and go on. The recording waits for a
+        group commit; a worker does not, so cheap handlers are not held back by the
+        commits of their own bookkeeping."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            taken = self._take()
+            if taken is None:
+                waiter = loop.create_future()
+                self._waiting.append(waiter)
+                await waiter
+                continue
+            key, stored = taken
+            progress = self.recorder.progress.get(stored.id)
+            if progress is None:
+                progress = self.recorder.progress[stored.id] = Progress()
+            try:
+                if progress.outcome is None:
+                    progress.outcome = await self._decide(stored, progress)
+            except Exception as exc:  # a bug of ours: retried later
+                self._settle(key, self.recorder.not_recorded(stored, progress, exc))
+                continue
+            except BaseException:  # cancelled (shutdown): it stays pending
+                self._settle(key, stored)
+                raise
+            recording = loop.create_task(self._record(key, stored, progress))
+            self._recordings.add(recording)
+            recording.add_done_callback(self._recordings.discard)
+            recording.add_done_callback(_log_failure)
+
+    async def _record(self, key: str, stored: StoredEvent, progress: Progress) -> None:
+        outcome = progress.outcome
+        assert outcome is not None  # (decided by the worker that made this task)
+        try:
+            after = await self.recorder.record(stored, progress, outcome)
+        except Exception as exc:  # the inbox cannot write (or a bug of ours): later
+            after = self.recorder.not_recorded(stored, progress, exc)
+        except BaseException:  # cancelled (shutdown): what succeeded is in progress
+            self._settle(key, stored)
+            raise
+        if after is None:  # finished: done, dead, unconfirmed (or gone)
+            self.recorder.progress.pop(stored.id, None)
+        self._settle(key, after)
+
+    def _settle(self, key: str, after: StoredEvent | None) -> None:
+        """The first event of ``key`` is finished (``after`` is None) or stands as
+        ``after``; the signing's queue may go on."""
+        if key not in self._running:
+            return
+        self._running.discard(key)
+        if after is None:
+            self.backlog.finish(key)
+        else:
+            self.backlog.update(key, after)
         if key in self.backlog.queues:
             self.backlog.ready.append(key)
         self.wake.set()
+
+    def _stop_workers(self) -> None:
+        """Idle workers stop now, busy ones after their event."""
+        self._stopping = True
+        while self._waiting:
+            self._waiting.popleft().cancel()
 
     async def drain(self, timeout: float | None = None) -> None:
         """Let running events finish within ``timeout`` (default: the policy's
         ``shutdown_timeout``); cancel the rest (they stay pending in the inbox).
         Outcomes not yet recorded get one more try."""
         self.stopped.set()
+        self._stop_workers()
         if timeout is None:
             timeout = self.policy.shutdown_timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        tasks = list(self._tasks.values())
-        if tasks:
-            _, running = await asyncio.wait(tasks, timeout=timeout)
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.wait(running, timeout=max(1.0, timeout))
-                logger.warning(
-                    "shutdown: %d events left in the inbox for the next start", len(running)
-                )
+        while busy := [t for t in (*self._workers, *self._recordings) if not t.done()]:
+            if loop.time() >= deadline:
+                left = len(self._running)
+                for task in busy:
+                    task.cancel()
+                await asyncio.wait(busy, timeout=max(1.0, timeout))
+                logger.warning("shutdown: %d events left in the inbox for the next start", left)
+                break
+            await asyncio.wait(busy, timeout=deadline - loop.time())
         await self.recorder.record_leftovers(deadline)
 
     # ------------------------------------------------------------ one event
 
-    async def _process(self, key: str, stored: StoredEvent) -> None:
-        progress = self.recorder.progress.setdefault(stored.id, Progress())
-        try:
-            if progress.outcome is None:
-                progress.outcome = await self._decide(stored, progress)
-            after = await self.recorder.record(stored, progress, progress.outcome)
-        except Exception as exc:  # the inbox cannot write (or a bug of ours): later
-            after = self.recorder.not_recorded(stored, progress, exc)
-        if after is None:  # finished: done, dead, unconfirmed (or gone)
-            self.backlog.finish(key)
-            self.recorder.progress.pop(stored.id, None)
-        else:
-            self.backlog.update(key, after)
-
     async def _decide(self, stored: StoredEvent, progress: Progress) -> Outcome:
         """Run what is left of the event (confirmation, handlers not yet done)."""
         try:
-            received = datetime.fromtimestamp(stored.received_at, tz=timezone.utc)
-            event = parse_postback(stored.body, stored.content_type, received_at=received)
+            event = self.backlog.parsed.pop(stored.id, None)
+            if event is None:  # read from the inbox, or a retry
+                received = datetime.fromtimestamp(stored.received_at, tz=timezone.utc)
+                event = parse_postback(stored.body, stored.content_type, received_at=received)
             if not progress.confirmed:
                 try:
                     confirmed = await self._confirmed(event)
                 except Exception as exc:  # the API (or your confirmation) failed: later
-                    return self._failed(stored, f"confirmation failed: {error_text(exc)}")
+                    return self.recorder.failed(stored, f"confirmation failed: {error_text(exc)}")
                 if confirmed is False:
                     logger.warning(
                         "postback %s for %s kept aside: the API does not confirm it",
@@ -270,12 +344,12 @@ class Dispatcher:
             handled = await self._dispatch(event, stored.handlers_done | progress.succeeded)
         except Exception as exc:  # a bug of ours: retried like a failed handler
             logger.exception("dispatching postback %s failed", printable(stored.action))
-            return self._failed(stored, f"dispatcher: {error_text(exc)}")
+            return self.recorder.failed(stored, f"dispatcher: {error_text(exc)}")
         progress.succeeded.update(name for name, error in handled.items() if error is None)
         errors = [
             f"{name}: {error_text(error)}" for name, error in handled.items() if error is not None
         ]
-        return self._failed(stored, "; ".join(errors)) if errors else Outcome("done")
+        return self.recorder.failed(stored, "; ".join(errors)) if errors else Outcome("done")
 
     async def _confirmed(self, event: Event) -> bool | None:
         if self.confirmation is None:
@@ -310,20 +384,7 @@ class Dispatcher:
                 handled[name] = TimeoutError(f"not acknowledged within {limit} s")
         return handled
 
-    def _failed(self, stored: StoredEvent, error: str) -> Outcome:
-        """A failed attempt: retried after a backoff, or dead after the last one.
 
-        The error is kept as it is shown: secrets masked, printable, cut to
-        ``ERROR_LIMIT`` (a handler's error may quote what a sender sent; stored raw, a
-        lone surrogate in it would make the write fail every time)."""
-        error = printable(redact(error, self._secrets), ERROR_LIMIT)
-        attempts = stored.attempts + 1
-        shown = printable(stored.action), shown_token(stored.signing_token), attempts
-        if attempts >= self.policy.max_attempts:
-            logger.warning("postback %s for %s dead-lettered after %d attempts: %s", *shown, error)
-            return Outcome("dead", error, failed=True)
-        delay = self.policy.backoff(attempts, self._rng)
-        logger.warning(
-            "postback %s for %s failed (attempt %d), retrying in %.1f s: %s", *shown, delay, error
-        )
-        return Outcome(None, error, failed=True, next_attempt_at=self._clock() + delay)
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:  # a bug of ours
+        logger.error("dispatch task failed: %s", printable(error_text(task.exception())))

@@ -8,6 +8,7 @@ public face that re-exports these names.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Collection
 from types import TracebackType
 from typing import Literal, Protocol, TypeVar, get_args
 
@@ -22,6 +23,7 @@ __all__ = [
     "Lifecycle",
     "NewRow",
     "StoredEvent",
+    "check_attempt",
     "check_limit",
     "check_state",
     "new_row",
@@ -130,6 +132,23 @@ class Inbox(Protocol):
     async def set_state(self, id: str, state: InboxState, *, error: str | None = None) -> None:
         """Move the event to ``state``; ``error`` (if given) becomes ``last_error``."""
 
+    async def record_attempt(
+        self,
+        id: str,
+        *,
+        handlers_done: Collection[str] = (),
+        failed: bool = False,
+        next_attempt_at: float = 0.0,
+        state: InboxState | None = None,
+        error: str | None = None,
+    ) -> int:
+        """Record a dispatch attempt in one write (the dispatcher's only write per
+        attempt): add ``handlers_done`` to the event's; if ``failed``, count a failed
+        attempt to retry at ``next_attempt_at``; if ``state`` is given, move the event
+        there; ``error`` (if given) becomes ``last_error``. The failed attempts after
+        it. Durable when it returns, like :meth:`add`; an implementation may let it
+        wait for the next commit of an ``add()`` (acknowledgements go first)."""
+
     async def list(
         self, *, state: InboxState | None = None, limit: int = 100
     ) -> builtins.list[StoredEvent]:
@@ -149,6 +168,21 @@ def check_state(state: str) -> None:
     """Raise :class:`InvalidArgumentError` unless ``state`` is an :data:`InboxState`."""
     if state not in STATES:
         raise InvalidArgumentError(f"unknown inbox state {state!r}")
+
+
+def check_attempt(handlers_done: Collection[str], state: str | None) -> frozenset[str]:
+    """The arguments of :meth:`Inbox.record_attempt` checked: the names as a set.
+
+    Raises:
+        InvalidArgumentError: ``state`` is not an :data:`InboxState`, or
+            ``handlers_done`` is a string or holds something else.
+    """
+    if state is not None:
+        check_state(state)
+    names = frozenset(() if isinstance(handlers_done, str) else handlers_done)
+    if isinstance(handlers_done, str) or not all(isinstance(n, str) and n for n in names):
+        raise InvalidArgumentError("handlers_done must be a collection of handler names")
+    return names
 
 
 def check_limit(limit: int) -> None:

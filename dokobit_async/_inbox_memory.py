@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Collection
 
 import attrs
 
@@ -11,6 +12,7 @@ from ._inbox_base import (
     InboxState,
     Lifecycle,
     StoredEvent,
+    check_attempt,
     check_limit,
     check_state,
     new_row,
@@ -116,6 +118,31 @@ class MemoryInbox(Lifecycle):
         event = self._find(id)
         last_error = event.last_error if error is None else error
         self._events[id] = attrs.evolve(event, state=state, last_error=last_error)
+
+    async def record_attempt(
+        self,
+        id: str,
+        *,
+        handlers_done: Collection[str] = (),
+        failed: bool = False,
+        next_attempt_at: float = 0.0,
+        state: InboxState | None = None,
+        error: str | None = None,
+    ) -> int:
+        """Record a dispatch attempt in one write (handlers that succeeded, a failed
+        attempt, a new state, the error); the failed attempts after it."""
+        names = check_attempt(handlers_done, state)
+        event = self._find(id)
+        attempts = event.attempts + 1 if failed else event.attempts
+        self._events[id] = attrs.evolve(
+            event,
+            handlers_done=event.handlers_done | names,
+            attempts=attempts,
+            next_attempt_at=next_attempt_at if failed else event.next_attempt_at,
+            state=event.state if state is None else state,
+            last_error=event.last_error if error is None else error,
+        )
+        return attempts
 
     async def list(
         self, *, state: InboxState | None = None, limit: int = 100

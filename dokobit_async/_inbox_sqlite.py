@@ -18,14 +18,14 @@ import functools
 import os
 import sqlite3
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection
 from typing import Any, Literal, TypeVar
 
 from ._inbox_base import (
     InboxState,
     Lifecycle,
     StoredEvent,
+    check_attempt,
     check_limit,
     check_state,
     new_row,
@@ -35,11 +35,13 @@ from ._inbox_sqlite_store import (
     SCHEMA_VERSION,
     Store,
     StoreError,
+    StoreThread,
     WriteOp,
     event_from_row,
     insert_op,
     is_busy,
     mark_handler_done_op,
+    record_attempt_op,
     record_failure_op,
     set_state_op,
 )
@@ -50,7 +52,18 @@ __all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "SQLiteInbox"]
 BUSY_TIMEOUT = 5.0
 """Seconds a write waits for another connection's lock before failing (default)."""
 
+# The WAL is checkpointed by the inbox between commits, never inside one (SQLite's own
+# automatic checkpoint, every 1,000 pages, runs in the commit that crosses the line and
+# holds up every ack waiting for it): after CHECKPOINT_IDLE commits when nothing waits,
+# and at the latest before the commit after CHECKPOINT_BUSY. PASSIVE: it never waits
+# for another connection's readers (what it cannot copy, a later one does).
+CHECKPOINT_IDLE = 8
+CHECKPOINT_BUSY = 200
+LINGER = 0.005
+"""Seconds a dispatch write (``record_attempt``) waits for an ``add()`` to share its
+commit with, when none is queued: one fsync for both instead of one each."""
 _T = TypeVar("_T")
+_Write = tuple[WriteOp, "asyncio.Future[Any]"]  # a queued write and who waits for it
 
 
 class SQLiteInbox(Lifecycle):
@@ -86,14 +99,18 @@ class SQLiteInbox(Lifecycle):
             os.fspath(path), synchronous=synchronous, busy_timeout=float(busy_timeout)
         )
         self._batch_max = batch_max
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: StoreThread | None = None
         self._closing = False
-        self._queue: deque[tuple[WriteOp, asyncio.Future[Any]]] = deque()
-        self._flusher: asyncio.Task[None] | None = None
+        self._queue: deque[_Write] = deque()  # acks first
+        self._bookkeeping: deque[_Write] = deque()
+        self._committing = False  # a group commit is on the worker thread
+        self._uncheckpointed = 0  # commits since the last checkpoint
+        self._linger: asyncio.TimerHandle | None = None  # bookkeeping waits for an add
+        self._drained: asyncio.Future[None] | None = None  # close() waits for the queue
         self._lifecycle = asyncio.Lock()
 
     def __repr__(self) -> str:
-        state = "open" if self._executor is not None else "closed"
+        state = "open" if self._thread is not None else "closed"
         return f"SQLiteInbox({self._store.path!r}, {state})"
 
     @property
@@ -109,16 +126,16 @@ class SQLiteInbox(Lifecycle):
     async def open(self) -> None:
         """Start the worker thread, connect, create or upgrade the schema (idempotent)."""
         async with self._lifecycle:
-            if self._executor is not None:
+            if self._thread is not None:
                 return
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dokobit-inbox")
+            thread = StoreThread("dokobit-inbox")
             try:
-                await self._run_on(executor, self._store.open)
+                await self._run_on(thread, self._store.open)
             except BaseException:
-                executor.submit(self._store.close)  # runs after open() if it was cancelled
-                executor.shutdown(wait=False)
+                thread.run(self._store.close, _ignore)  # after open() if it was cancelled
+                thread.stop()
                 raise
-            self._executor = executor
+            self._thread = thread
 
     async def close(self) -> None:
         """Commit queued adds, finish in-flight work, close the connection (idempotent).
@@ -126,32 +143,35 @@ class SQLiteInbox(Lifecycle):
         Afterwards every method except :meth:`open` raises ``InboxClosedError``.
         """
         async with self._lifecycle:
-            executor = self._executor
-            if executor is not None:
+            thread = self._thread
+            if thread is not None:
                 self._closing = True
                 # Shielded: a cancelled close() still finishes closing in the background.
-                await asyncio.shield(asyncio.ensure_future(self._shutdown(executor)))
+                await asyncio.shield(asyncio.ensure_future(self._shutdown(thread)))
 
-    async def _shutdown(self, executor: ThreadPoolExecutor) -> None:
+    async def _shutdown(self, thread: StoreThread) -> None:
         try:
-            if self._flusher is not None:
-                await self._flusher
-            await self._run_on(executor, self._store.close)
+            self._schedule()  # (bookkeeping that lingers goes now)
+            if self._committing:  # (then nothing else is queued behind it)
+                self._drained = asyncio.get_running_loop().create_future()
+                await self._drained
+                self._drained = None
+            await self._run_on(thread, self._store.close)
         finally:
-            executor.shutdown(wait=False)  # nothing is left on it: close() was its last job
-            self._executor = None
+            thread.stop()  # nothing is left on it: close() was its last job
+            self._thread = None
             self._closing = False
 
-    def _require_open(self) -> ThreadPoolExecutor:
-        if self._executor is None or self._closing:
+    def _require_open(self) -> StoreThread:
+        if self._thread is None or self._closing:
             raise InboxClosedError(
                 f"inbox {self.path!r} is not open; call open() or use 'async with'"
             )
-        return self._executor
+        return self._thread
 
-    async def _run_on(self, executor: ThreadPoolExecutor, work: Callable[[], _T]) -> _T:
+    async def _run_on(self, thread: StoreThread, work: Callable[[], _T]) -> _T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, work)
+            return await thread.call(work)
         except (sqlite3.Error, StoreError) as exc:
             raise InboxError(f"inbox {self.path!r}: {exc}") from exc
 
@@ -177,56 +197,94 @@ class SQLiteInbox(Lifecycle):
         seq: int | None = await self._enqueue(functools.partial(insert_op, row))
         return None if seq is None else pending_event(row, seq)
 
-    async def _enqueue(self, op: WriteOp) -> Any:
-        """Run a write in the next group commit; its result, or its error raised."""
-        executor = self._require_open()
-        loop = asyncio.get_running_loop()
-        committed: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((op, committed))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush(executor), name="dokobit-inbox-commit")
+    async def _enqueue(self, op: WriteOp, *, bookkeeping: bool = False) -> Any:
+        """Run a write in the next group commit; its result, or its error raised.
+        ``bookkeeping`` writes go after every queued ``add()`` (acks first)."""
+        self._require_open()
+        committed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        (self._bookkeeping if bookkeeping else self._queue).append((op, committed))
+        self._schedule()
         return await committed
 
-    async def _flush(self, executor: ThreadPoolExecutor) -> None:
-        # Whatever queued up while the previous commit was in flight goes in the next one.
-        loop = asyncio.get_running_loop()
-        try:
-            while self._queue:
-                size = min(len(self._queue), self._batch_max)
-                batch = [self._queue.popleft() for _ in range(size)]
-                try:
-                    outcomes = await loop.run_in_executor(
-                        executor, self._store.run_batch, [op for op, _ in batch]
-                    )
-                except asyncio.CancelledError:
-                    for _, waiter in (*batch, *self._queue):
-                        if not waiter.done():
-                            waiter.set_exception(
-                                InboxClosedError("the inbox shut down during the commit")
-                            )
-                    self._queue.clear()
-                    raise
-                except Exception as exc:
-                    if is_busy(exc):  # the writes queued meanwhile would wait as long
-                        batch.extend(self._queue)
-                        self._queue.clear()
-                    for _, waiter in batch:
-                        if not waiter.done():
-                            error = InboxError(f"inbox {self.path!r}: not written: {exc}")
-                            error.__cause__ = exc
-                            waiter.set_exception(error)
-                    continue
-                for (_, waiter), outcome in zip(batch, outcomes, strict=True):
-                    if waiter.done():
-                        continue
-                    if isinstance(outcome, Exception):
-                        error = InboxError(f"inbox {self.path!r}: not written: {outcome}")
-                        error.__cause__ = outcome
-                        waiter.set_exception(error)
-                    else:
-                        waiter.set_result(outcome)
-        finally:
-            self._flusher = None
+    def _checkpoint(self) -> None:
+        """Checkpoint the WAL on the worker thread, as a commit would run (best effort:
+        a failed checkpoint is tried again later)."""
+        assert self._thread is not None
+        self._committing, self._uncheckpointed = True, 0
+        self._thread.run(self._store.checkpoint, self._checkpointed)
+
+    def _checkpointed(self, ok: bool, result: Any) -> None:
+        self._committing = False
+        self._schedule()
+        if self._drained is not None and not self._committing and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _schedule(self) -> None:
+        """Start the next commit now, unless one is in flight: then it starts as soon
+        as that one is done (no timer), with whatever queued up meanwhile. Dispatch
+        writes alone wait up to ``LINGER`` for an add (or start at once when the
+        inbox closes, or when ``batch_max`` of them wait)."""
+        if self._committing:
+            return
+        if self._queue or (
+            self._bookkeeping and (self._closing or len(self._bookkeeping) >= self._batch_max)
+        ):
+            if self._uncheckpointed >= CHECKPOINT_BUSY:
+                self._checkpoint()
+            else:
+                self._commit()
+        elif self._bookkeeping and self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER, self._lingered)
+
+    def _lingered(self) -> None:
+        self._linger = None
+        if not self._committing and self._bookkeeping:
+            self._commit()
+
+    def _commit(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        # what queued up while the previous commit was in flight, acks first
+        batch: builtins.list[_Write] = []
+        for queue in (self._queue, self._bookkeeping):
+            while queue and len(batch) < self._batch_max:
+                batch.append(queue.popleft())
+        assert self._thread is not None  # (close() waits for the queue to empty)
+        self._committing = True
+        self._thread.run(
+            functools.partial(self._store.run_batch, [op for op, _ in batch]),
+            functools.partial(self._committed, batch),
+        )
+
+    def _committed(self, batch: builtins.list[_Write], ok: bool, result: Any) -> None:
+        self._committing = False
+        if ok:
+            outcomes: builtins.list[Any] = result
+        else:  # the whole transaction failed
+            if is_busy(result):  # the writes queued meanwhile would wait as long
+                batch.extend([*self._queue, *self._bookkeeping])
+                self._queue.clear()
+                self._bookkeeping.clear()
+            outcomes = [result] * len(batch)
+        for (_, waiter), outcome in zip(batch, outcomes, strict=True):
+            if waiter.done():
+                continue
+            if isinstance(outcome, BaseException):
+                waiter.set_exception(self._not_written(outcome))
+            else:
+                waiter.set_result(outcome)
+        self._uncheckpointed += 1
+        self._schedule()
+        if not self._committing and self._uncheckpointed >= CHECKPOINT_IDLE:
+            self._checkpoint()
+        if self._drained is not None and not self._committing and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _not_written(self, exc: BaseException) -> InboxError:
+        error = InboxError(f"inbox {self.path!r}: not written: {exc}")
+        error.__cause__ = exc
+        return error
 
     async def get(self, id: str) -> StoredEvent | None:
         """The event with this id, or None."""
@@ -262,6 +320,27 @@ class SQLiteInbox(Lifecycle):
         if not await self._enqueue(functools.partial(set_state_op, id, state, error)):
             raise EventNotFoundError(id)
 
+    async def record_attempt(
+        self,
+        id: str,
+        *,
+        handlers_done: Collection[str] = (),
+        failed: bool = False,
+        next_attempt_at: float = 0.0,
+        state: InboxState | None = None,
+        error: str | None = None,
+    ) -> int:
+        """Record a dispatch attempt in one write (handlers that succeeded, a failed
+        attempt, a new state, the error); the failed attempts after it.
+
+        It joins the next group commit after every ``add()`` queued before it."""
+        names = check_attempt(handlers_done, state)
+        op = functools.partial(record_attempt_op, id, names, failed, next_attempt_at, state, error)
+        attempts: int | None = await self._enqueue(op, bookkeeping=True)
+        if attempts is None:
+            raise EventNotFoundError(id)
+        return attempts
+
     async def list(
         self, *, state: InboxState | None = None, limit: int = 100
     ) -> builtins.list[StoredEvent]:
@@ -284,3 +363,7 @@ class SQLiteInbox(Lifecycle):
     async def counts(self) -> dict[str, int]:
         """How many events are in each state (every state present, zeros included)."""
         return await self._call(self._store.counts)
+
+
+def _ignore(ok: bool, value: object) -> None:
+    """What to do with the outcome of closing after a failed open: nothing."""

@@ -1,22 +1,27 @@
 """The synchronous store behind :class:`~dokobit_async.inbox.SQLiteInbox`: the schema,
 the SQL and the write operations that a group commit runs.
 
-:class:`Store` runs only on the inbox's single worker thread, which owns the
-connection. The connection is in autocommit mode (``isolation_level=None``): each read
-is its own short read transaction and each write is an explicit ``BEGIN IMMEDIATE``
-... ``COMMIT``. ``IMMEDIATE`` takes the write lock up front, so a writer in another
-process (the CLI) makes us wait up to ``busy_timeout`` rather than fail with
-"database is locked" on a read-to-write upgrade.
+:class:`Store` runs only on the inbox's single worker thread, a :class:`StoreThread`,
+which owns the connection. The connection is in autocommit mode
+(``isolation_level=None``): each read is its own short read transaction and each write
+is an explicit ``BEGIN IMMEDIATE`` ... ``COMMIT``. ``IMMEDIATE`` takes the write lock
+up front, so a writer in another process (the CLI) makes us wait up to
+``busy_timeout`` rather than fail with "database is locked" on a read-to-write
+upgrade.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextlib
 import json
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -26,11 +31,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "Store",
     "StoreError",
+    "StoreThread",
     "WriteOp",
     "event_from_row",
     "insert_op",
     "is_busy",
     "mark_handler_done_op",
+    "record_attempt_op",
     "record_failure_op",
     "set_state_op",
 ]
@@ -40,7 +47,9 @@ SCHEMA_VERSION = 1
 
 _Row = tuple[Any, ...]
 WriteOp = Callable[[sqlite3.Connection], Any]
-"""One write of a group commit: run in its own savepoint, its result handed back."""
+"""One write of a group commit, its result handed back. It changes at most one row in
+one statement, its last: a statement that fails undoes itself, so a write that fails
+fails alone without a savepoint of its own."""
 _FIELDS = [field.name for field in attrs.fields(StoredEvent)]
 _SELECT = (  # the columns in StoredEvent's field order
     "SELECT id, seq, signing_token, action, body, content_type, received_at, state,"
@@ -75,6 +84,66 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
+_T = TypeVar("_T")
+Settle = Callable[[bool, Any], None]
+"""Called on the event loop with ``(True, result)`` or ``(False, exception)``."""
+
+
+class StoreThread:
+    """The one thread that owns the store's connection: it runs jobs one at a time, in
+    the order given, and hands each outcome back to the event loop.
+
+    A plain thread and a ``SimpleQueue``, not a ``ThreadPoolExecutor``: the executor's
+    own bookkeeping after each job (an idle semaphore, future callbacks) keeps the
+    thread busy while the loop waits to take the outcome, which on one shared core
+    made a round trip two to four times slower (p50 ~100 µs against ~50 µs, p90 ~300
+    µs against ~80 µs), and an acknowledgement waits for one.
+    """
+
+    def __init__(self, name: str):
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def run(self, work: Callable[[], Any], settle: Settle) -> None:
+        """Run ``work`` on the thread after the jobs already given; then ``settle``
+        with its outcome, on the running loop (not at all if that loop closed)."""
+        loop = asyncio.get_running_loop()
+
+        def job() -> None:
+            try:
+                outcome = (True, work())
+            except BaseException as exc:  # handed to the loop, which raises it there
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        self._jobs.put(job)
+
+    async def call(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` on the thread; its result, or its exception raised."""
+        done: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if done.done():
+                return
+            if ok:
+                done.set_result(value)
+            else:
+                done.set_exception(value)
+
+        self.run(work, settle)
+        return await done
+
+    def stop(self) -> None:
+        """End the thread once the jobs already given have run."""
+        self._jobs.put(None)
+
+
 class StoreError(Exception):
     """The database file cannot be used (wrong journal mode, newer schema)."""
 
@@ -103,6 +172,7 @@ class Store:
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot use WAL journal mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # see checkpoint()
             self._conn = conn
             with self._write():
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -146,20 +216,25 @@ class Store:
         conn.execute("COMMIT")
         self.commits += 1
 
+    def checkpoint(self) -> None:
+        """Copy the WAL's pages into the database file (PASSIVE: never waits for a
+        reader). Run between commits, so that no commit carries one."""
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
     def run_batch(self, ops: Sequence[WriteOp]) -> builtins.list[Any]:
-        """Run write ``ops`` in one transaction (one fsync for the whole batch). Each op
-        has its own savepoint, so an op that fails fails alone: its slot in the result
-        holds the exception, the others still commit."""
+        """Run write ``ops`` in one transaction (one fsync for the whole batch). An op
+        that fails fails alone (its one changing statement undid itself): its slot in
+        the result holds the exception, the others still commit. An error that ended
+        the whole transaction (a full disk, say) fails the whole batch."""
         results: builtins.list[Any] = []
         with self._write() as conn:
             for op in ops:
-                conn.execute("SAVEPOINT one_op")
                 try:
                     results.append(op(conn))
                 except (sqlite3.Error, UnicodeError, ValueError, OverflowError) as exc:
-                    conn.execute("ROLLBACK TO one_op")
+                    if not conn.in_transaction:  # SQLite rolled back everything
+                        raise
                     results.append(exc)
-                conn.execute("RELEASE one_op")
         return results
 
     def retry(self, id: str | None) -> int:
@@ -234,13 +309,52 @@ def record_failure_op(
     id: str, error: str, next_attempt_at: float, conn: sqlite3.Connection
 ) -> int | None:
     """Count a failed attempt; the new count, or None if there is no event."""
-    conn.execute(
-        "UPDATE events SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
-        " WHERE id = ?",
-        (error, next_attempt_at, id),
-    )
     row = conn.execute("SELECT attempts FROM events WHERE id = ?", (id,)).fetchone()
-    return None if row is None else int(row[0])
+    if row is None:
+        return None
+    conn.execute(
+        "UPDATE events SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
+        (row[0] + 1, error, next_attempt_at, id),
+    )
+    return int(row[0]) + 1
+
+
+def record_attempt_op(
+    id: str,
+    names: frozenset[str],
+    failed: bool,
+    next_attempt_at: float,
+    state: str | None,
+    error: str | None,
+    conn: sqlite3.Connection,
+) -> int | None:
+    """Record a dispatch attempt in one ``UPDATE``; the failed attempts after it, or
+    None if there is no event."""
+    row = conn.execute(
+        "SELECT handlers_done, attempts, next_attempt_at, state, last_error FROM events"
+        " WHERE id = ?",
+        (id,),
+    ).fetchone()
+    if row is None:
+        return None
+    handlers_done, attempts, retry_at, old_state, last_error = row
+    if names:
+        handlers_done = json.dumps(sorted(names.union(json.loads(handlers_done))))
+    if failed:
+        attempts, retry_at = attempts + 1, next_attempt_at
+    conn.execute(
+        "UPDATE events SET handlers_done = ?, attempts = ?, next_attempt_at = ?, state = ?,"
+        " last_error = ? WHERE id = ?",
+        (
+            handlers_done,
+            attempts,
+            retry_at,
+            old_state if state is None else state,
+            last_error if error is None else error,
+            id,
+        ),
+    )
+    return int(attempts)
 
 
 def set_state_op(id: str, state: str, error: str | None, conn: sqlite3.Connection) -> bool:

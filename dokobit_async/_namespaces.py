@@ -10,6 +10,7 @@ their ``dest`` argument, their overloads and their answers are not the builder's
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import IO, ClassVar, Protocol, TypeVar, overload
@@ -43,7 +44,7 @@ T = TypeVar("T")
 class _Client(Protocol):
     """What a namespace needs of ``DokobitClient``: its three ways to send."""
 
-    async def _json(self, request: Request, model: type[T]) -> T: ...
+    def _json(self, request: Request, model: type[T]) -> Awaitable[T]: ...
     async def _download(
         self, request: Request, dest: str | os.PathLike[str] | IO[bytes] | None
     ) -> bytes | Path | None: ...
@@ -57,8 +58,9 @@ class _Namespace:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self._client!r}>"
 
-    async def _json(self, request: Request, model: type[T]) -> T:
-        return await self._client._json(request, model)
+    def _json(self, request: Request, model: type[T]) -> Awaitable[T]:
+        # hands over the client's awaitable: no coroutine of its own on the call path
+        return self._client._json(request, model)
 
 
 class _Signings(_Namespace):

@@ -2,7 +2,10 @@
 
 Each attempt at an event ends in an :class:`Outcome` (done, dead, unconfirmed, or a
 failed attempt to retry later) plus the handlers that succeeded, kept in the event's
-:class:`Progress` until :meth:`Recorder.record` has written them, in one group commit.
+:class:`Progress` until :meth:`Recorder.record` has written them: one write per
+attempt (:meth:`~dokobit_async.inbox.Inbox.record_attempt`), so an event handled at
+the first try costs the inbox one ``add`` and one write, nothing before its handlers
+run.
 
 When the inbox cannot write (a full disk, an I/O error, a lock held too long), the
 *recording* is retried with exponential backoff (:meth:`Recorder.backoff`), one log
@@ -20,22 +23,31 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import attrs
 
 from ._backlog import Backlog
+from ._policy import DispatchPolicy
 from ._redact import error_text, printable, redact, shown_token
 from .exceptions import EventNotFoundError, InboxError
 from .inbox import Inbox, InboxState, StoredEvent
 from .retry import backoff_ceiling
 
-__all__ = ["RECORD_RETRY_BASE", "RECORD_RETRY_MAX", "Outcome", "Progress", "Recorder"]
+__all__ = [
+    "ERROR_LIMIT",
+    "RECORD_RETRY_BASE",
+    "RECORD_RETRY_MAX",
+    "Outcome",
+    "Progress",
+    "Recorder",
+]
 
 logger = logging.getLogger("dokobit_async.receiver")
 
 RECORD_RETRY_BASE = 1.0  # seconds: first backoff after the inbox failed to write
 RECORD_RETRY_MAX = 30.0  # seconds: the longest backoff between two write attempts
+ERROR_LIMIT = 2000  # characters of an error kept in the inbox and shown in a log line
 
 
 @attrs.frozen
@@ -62,8 +74,9 @@ class Progress:
 class Recorder:
     """Writes outcomes to ``inbox``; see the module docstring for the rules.
 
-    ``backlog`` is where held events go back to when writes work again, ``secrets``
-    what is masked in the log lines, ``clock`` the time of ``next_attempt_at``.
+    ``backlog`` is where held events go back to when writes work again, ``policy``
+    how failed attempts are retried, ``secrets`` what is masked in stored errors and
+    log lines, ``clock`` the time of ``next_attempt_at``.
     """
 
     def __init__(
@@ -71,12 +84,14 @@ class Recorder:
         inbox: Inbox,
         backlog: Backlog,
         *,
+        policy: DispatchPolicy,
         secrets: tuple[str, ...],
         clock: Callable[[], float],
         rng: random.Random,
     ):
         self.inbox = inbox
         self.backlog = backlog
+        self.policy = policy
         self.progress: dict[str, Progress] = {}  # id -> what the inbox may not know yet
         self.failing = False  # the last attempt to record an outcome failed
         self._secrets = secrets
@@ -93,6 +108,24 @@ class Recorder:
         that never shortens it below half."""
         ceiling = backoff_ceiling(failures, RECORD_RETRY_BASE, RECORD_RETRY_MAX)
         return ceiling * self._rng.uniform(0.5, 1.0)
+
+    def failed(self, stored: StoredEvent, error: str) -> Outcome:
+        """A failed attempt: retried after a backoff, or dead after the last one.
+
+        The error is kept as it is shown: secrets masked, printable, cut to
+        ``ERROR_LIMIT`` (a handler's error may quote what a sender sent; stored raw, a
+        lone surrogate in it would make the write fail every time)."""
+        error = printable(redact(error, self._secrets), ERROR_LIMIT)
+        attempts = stored.attempts + 1
+        shown = printable(stored.action), shown_token(stored.signing_token), attempts
+        if attempts >= self.policy.max_attempts:
+            logger.warning("postback %s for %s dead-lettered after %d attempts: %s", *shown, error)
+            return Outcome("dead", error, failed=True)
+        delay = self.policy.backoff(attempts, self._rng)
+        logger.warning(
+            "postback %s for %s failed (attempt %d), retrying in %.1f s: %s", *shown, delay, error
+        )
+        return Outcome(None, error, failed=True, next_attempt_at=self._clock() + delay)
 
     # ------------------------------------------------------------ the gate
 
@@ -130,49 +163,38 @@ class Recorder:
     async def record(
         self, stored: StoredEvent, progress: Progress, outcome: Outcome
     ) -> StoredEvent | None:
-        """Write the outcome (one group commit); the event as it now stands, or None
-        when it is finished. Raises what the inbox raised."""
-        new = sorted(progress.succeeded - stored.handlers_done)
-        writes: list[Awaitable[object]] = [
-            self.inbox.mark_handler_done(stored.id, name) for name in new
-        ]
-        if outcome.failed:
-            writes.append(
-                self.inbox.record_failure(
-                    stored.id, error=outcome.error or "", next_attempt_at=outcome.next_attempt_at
-                )
+        """Write the outcome and the handlers that succeeded, in one write; the event
+        as it now stands, or None when it is finished. Raises what the inbox raised."""
+        new = progress.succeeded - stored.handlers_done
+        try:
+            attempts = await self.inbox.record_attempt(
+                stored.id,
+                handlers_done=new,
+                failed=outcome.failed,
+                next_attempt_at=outcome.next_attempt_at,
+                state=outcome.state,
+                error=outcome.error,
             )
-        if outcome.state is not None:
-            writes.append(self.inbox.set_state(stored.id, outcome.state, error=outcome.error))
-        # queued together, these writes share one group commit (one fsync)
-        results = await asyncio.gather(*writes, return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        for error in errors:
-            if isinstance(error, asyncio.CancelledError):
-                raise error
-        gone = any(isinstance(error, EventNotFoundError) for error in errors)
-        if errors and not gone:
-            raise errors[0]
-        self._writes_work()
-        if gone:  # purged (or deleted by hand) while it was being dispatched
+        except EventNotFoundError:  # purged (or deleted by hand) while dispatched
+            self._writes_work()
             logger.warning(
                 "postback %s for %s left the inbox before its outcome was recorded",
                 printable(stored.action),
                 shown_token(stored.signing_token),
             )
             return None
+        self._writes_work()
         progress.outcome = None
         progress.write_failures = 0
         progress.succeeded.clear()  # recorded: now in handlers_done
         if outcome.state is not None:
             return None
-        attempts = results[len(new)]
         return attrs.evolve(
             stored,
-            attempts=attempts if isinstance(attempts, int) else stored.attempts + 1,
+            attempts=attempts,
             last_error=outcome.error,
             next_attempt_at=outcome.next_attempt_at,
-            handlers_done=stored.handlers_done | frozenset(new),
+            handlers_done=stored.handlers_done | new,
         )
 
     def not_recorded(self, stored: StoredEvent, progress: Progress, exc: Exception) -> StoredEvent:

@@ -1,13 +1,23 @@
 """Streaming bodies, both ways, in bounded memory.
 
-Uploads: :func:`prepared_files` reads each file once to learn its SHA-256 digest, its
-first bytes and the exact size of its base64 (and of the form-escaped base64), so that
-:class:`StreamingBody` can send a precomputed ``Content-Length`` and then encode the
-file chunk by chunk. Chunks are a multiple of 3 bytes, so the base64 of the chunks,
-joined, is the base64 of the file. Both the sizes and the text follow the one rule in
-``_bodies`` (:func:`~dokobit_async._bodies.base64_text`). A stream is spooled to a
-temporary file in the same pass (it can be read only once, and a retry may need it
-again).
+Uploads: a body carries an exact ``Content-Length`` (no chunked encoding), and the
+form escaping of a file's base64 makes that length depend on the file's bytes. So
+:func:`prepared_files` reads each file once for its SHA-256 digest, its first bytes and
+the exact size of its (form-escaped) base64, and :class:`StreamingBody` reads it again
+to send it, encoding as it goes; both follow the one rule in ``_bodies``. A stream is
+spooled to a temporary file in the first pass (a retry may need it again).
+
+Both passes are C work (hashing, base64, counting, escaping): each block of
+:data:`BLOCK` bytes is read *and* processed in a worker thread, in one trip (the first
+pass makes one trip in all); the event loop only writes. Memory stays flat: a block,
+its text, what the socket holds. A thread cannot be stopped: a file is closed once its
+job has returned, and a call ends once its files are closed.
+
+A file that changed between the passes no longer fits the ``Content-Length`` sent:
+the second pass checks each block against the first pass's sizes and breaks the body
+off before its end; the call fails with ``InvalidArgumentError``. After a change that
+keeps both sizes, the digest sent (the first pass's) belies the content: the server can
+tell (``docs/wire-notes.md#files``).
 
 Downloads: :func:`write_chunks` writes an async stream of chunks to a path
 atomically (temporary file, fsync, rename), to a file object, or into bytes.
@@ -16,28 +26,107 @@ atomically (temporary file, fsync, rename), to a file object, or into bytes.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import functools
 import hashlib
 import inspect
+import io
 import os
 import secrets
 import tempfile
+import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import attrs
 from aiohttp import payload
 from aiohttp.abc import AbstractStreamWriter
 
-from ._bodies import Segment, base64_growth, base64_size, base64_text
-from .exceptions import InvalidArgumentError
+from ._bodies import PIECE, Segment, base64_block_growth, base64_pieces, base64_size
+from .exceptions import DokobitError, InvalidArgumentError
 from .models import SigningFile
 
-CHUNK = 3 * 64 * 1024  # 192 KiB raw -> 256 KiB of base64 per write
+BLOCK = 32 * PIECE  # raw bytes per read, and per trip to a worker thread (768 KiB)
 _HEAD = 16
+T = TypeVar("T")
+
+
+async def _finish(futures: Collection[asyncio.Future[Any]]) -> None:
+    """Wait until all of ``futures`` are done (each is a block's work away), even if
+    cancelled meanwhile, which is raised after; their failures are retrieved."""
+    pending, cancelled = {f for f in futures if not f.done()}, False
+    while pending:
+        try:
+            _, pending = await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            cancelled = True
+    for future in futures:
+        if not future.cancelled():
+            future.exception()
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+class _Worker:
+    """Runs one job at a time in a worker thread; :meth:`wait` waits for it (see
+    :func:`_finish`), and tells a job that loops to stop by :attr:`stopping`."""
+
+    def __init__(self) -> None:
+        self._job: asyncio.Future[Any] | None = None
+        self.stopping = threading.Event()
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        self._job = asyncio.get_running_loop().run_in_executor(None, function, *args)
+        result: T = await asyncio.shield(self._job)
+        return result
+
+    async def wait(self) -> None:
+        self.stopping.set()
+        await _finish([self._job] if self._job else [])
+
+
+class _Blocks(_Worker):
+    """A file's raw bytes block by block, read by jobs in a worker thread: a path is
+    opened by the first (an ``open`` can block) and read into one reused buffer."""
+
+    def __init__(self, path: Path | None, data: bytes | None) -> None:
+        super().__init__()
+        self._path, self._data = path, memoryview(data) if data is not None else None
+        self._handle: io.FileIO | None = None
+        self._buffer = memoryview(bytearray(BLOCK if data is None else 0))
+        self._offset = 0
+
+    def _read(self) -> memoryview:
+        if self._data is not None:
+            block = self._data[self._offset : self._offset + BLOCK]
+            self._offset += len(block)
+            return block
+        if self._handle is None:
+            assert self._path is not None
+            self._handle = self._path.open("rb", buffering=0)
+        filled = 0
+        while filled < BLOCK and (count := self._handle.readinto(self._buffer[filled:])):
+            filled += count
+        return self._buffer[:filled]
+
+    def next(self, job: Callable[[memoryview], T]) -> tuple[int, T]:
+        """(In a job.) The next block's length (0 at the end) and ``job(block)``."""
+        block = self._read()
+        return len(block), job(block)
+
+    def each(self, job: Callable[[memoryview], object]) -> None:
+        """(In a job.) ``job(block)`` for every block, until :attr:`stopping`."""
+        while not self.stopping.is_set() and (block := self._read()):
+            job(block)
+
+    async def aclose(self) -> None:
+        try:
+            await self.wait()
+        finally:
+            if self._handle is not None:
+                self._handle.close()
 
 
 @attrs.define(kw_only=True)
@@ -52,70 +141,103 @@ class PreparedFile:
     path: Path | None = None
     data: bytes | None = attrs.field(default=None, repr=False)
     on_progress: Callable[[int, int], object] | None = attrs.field(default=None, repr=False)
+    failure: InvalidArgumentError | None = None  # why its last send broke off, if it did
+    # the tasks sending it now (aiohttp writes a body in a task of its own)
+    senders: set[asyncio.Task[Any]] = attrs.field(factory=set, init=False, repr=False)
 
     def encoded_size(self, encoding: str) -> int:
         """Length of the base64 as it goes into a body of ``encoding``."""
         return base64_size(self.size, self.form_growth, encoding)
 
-    async def chunks(self, size: int = CHUNK) -> AsyncIterator[bytes]:
-        """The raw bytes in chunks of ``size`` (a multiple of 3)."""
-        if self.data is not None:
-            view = memoryview(self.data)
-            for start in range(0, len(view), size):
-                yield bytes(view[start : start + size])
-            return
-        assert self.path is not None
-        with self.path.open("rb") as handle:
-            while chunk := await asyncio.to_thread(handle.read, size):
-                yield chunk
+    async def texts(self, encoding: str) -> AsyncGenerator[bytes, None]:
+        """The base64 of the file for a body of ``encoding``, in pieces.
+
+        Raises:
+            InvalidArgumentError: The file cannot be read, or no longer has the sizes
+                it was prepared with; nothing past them is yielded. It is kept as
+                :attr:`failure` too.
+        """
+        self.failure, sender = None, asyncio.current_task()
+        assert sender is not None
+        self.senders.add(sender)
+        expected, sent, written = self.encoded_size(encoding), 0, 0
+        blocks = _Blocks(self.path, self.data)
+        encode = functools.partial(base64_pieces, encoding=encoding)
+        try:
+            while True:
+                try:
+                    count, pieces = await blocks.run(blocks.next, encode)
+                except OSError as exc:
+                    raise self._broken(_unreadable(self.path, exc)) from None
+                sent, written = sent + count, written + sum(map(len, pieces))
+                ended = not count and (sent, written) != (self.size, expected)
+                if sent > self.size or written > expected or ended:
+                    raise self._broken(
+                        f"{self.name!r} changed while it was being sent ({sent:,} bytes "
+                        f"read, {self.size:,} prepared); the body was broken off before "
+                        "its end, so no request was received in full"
+                    )
+                if not count:
+                    return
+                for piece in pieces:
+                    yield piece
+                pieces.clear()  # written: a block's text is alive only until then
+                if self.on_progress is not None:
+                    self.on_progress(sent, self.size)
+        finally:
+            try:
+                await blocks.aclose()
+            finally:
+                self.senders.discard(sender)
+
+    def _broken(self, message: str) -> InvalidArgumentError:
+        self.failure = InvalidArgumentError(message)
+        return self.failure
 
 
-class _Digest:
-    """Digest, size, head and base64 form growth of a file, fed in 3-byte-aligned
-    chunks."""
+class _Scan:
+    """Digest, size, head and base64 form growth of a file, fed block by block (in
+    3-byte multiples but the last)."""
 
     def __init__(self) -> None:
         self.sha = hashlib.sha256()
-        self.size = 0
+        self.size = self.form_growth = 0
         self.head = b""
-        self.form_growth = 0
 
-    def feed(self, chunk: bytes) -> None:
-        self.sha.update(chunk)
-        if len(self.head) < _HEAD:
-            self.head += chunk[: _HEAD - len(self.head)]
-        self.size += len(chunk)
-        self.form_growth += base64_growth(base64.b64encode(chunk))
+    def feed(self, block: memoryview | bytes, spool: IO[bytes] | None = None) -> None:
+        if spool is not None:
+            spool.write(block)
+        self.sha.update(block)
+        self.head += bytes(block[: _HEAD - len(self.head)])
+        self.size += len(block)
+        self.form_growth += base64_block_growth(block)
 
     def result(self, file: SigningFile, **where: Any) -> PreparedFile:
         return PreparedFile(
-            on_progress=file.on_progress,
             name=file.name,
             digest=self.sha.hexdigest(),
             head=self.head,
             size=self.size,
             form_growth=self.form_growth,
+            on_progress=file.on_progress,
             **where,
         )
 
 
-def _scan_path(path: Path) -> _Digest:
-    digest = _Digest()
+async def _scan(file: SigningFile) -> PreparedFile:
+    """The first pass over a file given by path or as bytes."""
+    scan, blocks = _Scan(), _Blocks(file.path, file.data)
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.feed(chunk)
+        await blocks.run(blocks.each, scan.feed)
     except OSError as exc:
-        raise InvalidArgumentError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return digest
+        raise InvalidArgumentError(_unreadable(file.path, exc)) from None
+    finally:
+        await blocks.aclose()
+    return scan.result(file, path=file.path, data=file.data)
 
 
-def _scan_bytes(data: bytes) -> _Digest:
-    digest = _Digest()
-    view = memoryview(data)
-    for start in range(0, len(view), CHUNK):
-        digest.feed(bytes(view[start : start + CHUNK]))
-    return digest
+def _unreadable(path: Path | None, exc: OSError) -> str:
+    return f"cannot read {path}: {exc.strerror or exc}"
 
 
 _used_streams: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -133,20 +255,19 @@ async def _spool(file: SigningFile, stack: contextlib.AsyncExitStack) -> Prepare
         pass
     fd, name = tempfile.mkstemp(prefix="dokobit-upload-")
     stack.callback(_unlink, Path(name))
-    digest = _Digest()
-    pending = b""
+    scan, worker, pending = _Scan(), _Worker(), bytearray()
     with os.fdopen(fd, "wb") as out:
-        async for piece in file.stream:
-            pending += piece
-            cut = len(pending) - len(pending) % 3
-            if cut:
-                chunk, pending = pending[:cut], pending[cut:]
-                digest.feed(chunk)
-                await asyncio.to_thread(out.write, chunk)
-        if pending:
-            digest.feed(pending)
-            out.write(pending)
-    return digest.result(file, path=Path(name))
+        try:
+            async for piece in file.stream:
+                pending += piece
+                if len(pending) >= BLOCK:
+                    cut = len(pending) - len(pending) % 3
+                    block, pending = bytes(pending[:cut]), pending[cut:]
+                    await worker.run(scan.feed, block, out)
+            await worker.run(scan.feed, bytes(pending), out)
+        finally:
+            await worker.wait()
+    return scan.result(file, path=Path(name))
 
 
 def _unlink(path: Path) -> None:
@@ -158,19 +279,30 @@ def _unlink(path: Path) -> None:
 async def prepared_files(
     files: Sequence[SigningFile],
 ) -> AsyncIterator[Mapping[SigningFile, PreparedFile]]:
-    """Prepare ``files`` for upload; spooled temporary files go away on exit."""
+    """Prepare ``files`` for upload; spooled temporary files go away on exit.
+
+    The exit waits for every task still sending one of the files (it cancels them: the
+    call is over), so that no file is read once the call has ended, even cancelled.
+    A body broken off because a file changed or could not be read reaches the
+    transport as a lost connection: the call fails with the file's
+    :attr:`~PreparedFile.failure` instead, which names the cause.
+    """
     async with contextlib.AsyncExitStack() as stack:
         out: dict[SigningFile, PreparedFile] = {}
-        for file in files:
-            if file.path is not None:
-                scanned = await asyncio.to_thread(_scan_path, file.path)
-                out[file] = scanned.result(file, path=file.path)
-            elif file.data is not None:
-                scanned = await asyncio.to_thread(_scan_bytes, file.data)
-                out[file] = scanned.result(file, data=file.data)
-            else:
-                out[file] = await _spool(file, stack)
-        yield out
+        try:
+            for file in files:
+                out[file] = await (_scan(file) if file.stream is None else _spool(file, stack))
+            yield out
+        except DokobitError:
+            failure = next((p.failure for p in out.values() if p.failure), None)
+            if failure is None:
+                raise
+            raise failure from None
+        finally:
+            senders = {task for p in out.values() for task in p.senders} - {asyncio.current_task()}
+            for task in senders:
+                task.cancel()
+            await _finish(senders)
 
 
 class StreamingBody(payload.Payload):
@@ -188,22 +320,21 @@ class StreamingBody(payload.Payload):
             for s in self._segments
         )
 
-    async def _iter(self) -> AsyncIterator[bytes]:
+    async def _iter(self) -> AsyncGenerator[bytes, None]:
         for segment in self._segments:
             if isinstance(segment, bytes):
                 yield segment
                 continue
             source: PreparedFile = segment.source
-            sent = 0
-            async for chunk in source.chunks():
-                sent += len(chunk)
-                yield base64_text(chunk, self._body_encoding)
-                if source.on_progress is not None:
-                    source.on_progress(sent, source.size)
+            async with contextlib.aclosing(source.texts(self._body_encoding)) as texts:
+                async for piece in texts:
+                    yield piece
 
     async def write(self, writer: AbstractStreamWriter) -> None:
-        async for chunk in self._iter():
-            await writer.write(chunk)
+        # closed here, not later by the garbage collector: the file closes with the body
+        async with contextlib.aclosing(self._iter()) as chunks:
+            async for chunk in chunks:
+                await writer.write(chunk)
 
     async def write_with_length(
         self, writer: AbstractStreamWriter, content_length: int | None
@@ -215,7 +346,8 @@ class StreamingBody(payload.Payload):
 
     async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
         """The whole body (for tests and small bodies)."""
-        return b"".join([chunk async for chunk in self._iter()])
+        async with contextlib.aclosing(self._iter()) as chunks:
+            return b"".join([chunk async for chunk in chunks])
 
 
 # ------------------------------------------------------------------ downloads

@@ -30,8 +30,10 @@ class DispatchPolicy:
     long it waits for a pipeline consumer and for running handlers at shutdown.
 
     Attributes:
-        concurrency: Events handled at a time, across signings (the events of one
-            signing are always handled one at a time, in order).
+        concurrency: Events whose handlers run at a time, across signings (the
+            events of one signing are always handled one at a time, in order). An
+            event whose handlers are done no longer counts while its outcome waits
+            for a commit.
         max_attempts: Attempts at an event whose handlers fail, the first one
             included; then it is dead-lettered with its last error.
         base_delay: Seconds before the second attempt; the delay doubles with each

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import aiohttp
 import attrs
+from yarl import URL
 
 from . import _urls, sansio
 from ._answers import failure_from_answer
@@ -48,6 +49,7 @@ __all__ = [
     "no_resend",
     "send_once",
     "transport_failure",
+    "with_token",
 ]
 
 logger = logging.getLogger("dokobit_async")
@@ -57,6 +59,7 @@ ERROR_BODY_LIMIT = 1024 * 1024
 """How much of an error answer's body is read (and of a download's error envelope)."""
 
 _READ_CHUNK = 64 * 1024
+_TARGETS_KEPT = 256  # URLs with the token that one client keeps (a cache, bounded)
 # what aiohttp and the socket layer raise for a failed exchange; none may escape
 _FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -147,6 +150,7 @@ async def send_once(
     body: StreamingBody | None,
     timeout: aiohttp.ClientTimeout,
     limiter: SharedLimiter | None,
+    targets: dict[str, URL] | None = None,
 ) -> aiohttp.ClientResponse | Failure:
     """Send ``request`` once: its answer (never a redirect, body unread) or a failure.
 
@@ -155,26 +159,39 @@ async def send_once(
     body on a 307/308. A download follows up to ``MAX_REDIRECTS`` redirects here, only
     on the API's origin, with the token re-added there (each hop passes the limiter);
     every other 3xx fails with :class:`~dokobit_async.exceptions.RedirectError`.
+
+    Each exchange holds a slot of ``limiter`` from before it is sent until its answer's
+    head has come back (or it failed, or was cancelled). ``targets`` keeps the URLs
+    with the token that were built (see :func:`with_token`).
     """
     url = _urls.api_url(base_url, request.path)
     hops = 0  # redirects followed
     try:
+        target = with_token(url, token, targets)
         while hops <= _urls.MAX_REDIRECTS:  # the last pass cannot follow, so it returns
-            response = await session.request(
-                request.method,
-                url,
-                params={"access_token": token},
-                data=body,
-                timeout=timeout,
-                allow_redirects=False,
-                raise_for_status=False,  # a borrowed session may raise by default
-            )
+            if limiter is not None and not limiter.try_acquire():
+                await limiter.acquire()
+            try:
+                response = await session.request(
+                    request.method,
+                    target,
+                    data=body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    raise_for_status=False,  # a borrowed session may raise by default
+                )
+            finally:
+                # answered, failed or cancelled: the slot is stamped now, after the
+                # request reached the server if it ever did
+                # (docs/architecture.md#the-rate-limit)
+                if limiter is not None:
+                    limiter.release()
             if not 300 <= response.status < 400:
                 return response
             response.release()
             location = response.headers.get("Location")
-            target = _urls.redirect_path(base_url, url, location) if request.returns_file else None
-            follow = target is not None and hops < _urls.MAX_REDIRECTS
+            onward = _urls.redirect_path(base_url, url, location) if request.returns_file else None
+            follow = onward is not None and hops < _urls.MAX_REDIRECTS
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "%s %s -> %d, %s",
@@ -183,25 +200,45 @@ async def send_once(
                     response.status,
                     "following it on the API's origin" if follow else "not following it",
                 )
-            if target is None or not follow:
+            if onward is None or not follow:
                 error = _urls.refused_redirect(
                     request,
                     status=response.status,
                     url=url,
                     location=location,
                     base_url=base_url,
-                    exhausted=target is not None,
+                    exhausted=onward is not None,
                     secret=token,
                 )
                 return Failure(outcome=Outcome.FINAL, error=error, label=str(response.status))
-            url = _urls.api_url(base_url, target)
+            url = _urls.api_url(base_url, onward)
+            target = with_token(url, token)
             hops += 1
-            if limiter is not None:
-                await limiter.acquire()
     except _FAILURES as exc:
         shown = _urls.shown_url(base_url, request.path)
         return transport_failure(exc, request, url=shown, secret=token)
     raise AssertionError("unreachable: the last hop returns")  # pragma: no cover
+
+
+def with_token(url: str, token: str, cache: dict[str, URL] | None = None) -> URL:
+    """``url`` with ``token`` as its ``access_token`` parameter, exactly as aiohttp adds
+    it from ``params``, built once per URL in ``cache`` (a client's, bounded): polling
+    a signing reuses it.
+
+    Raises:
+        aiohttp.InvalidUrlClientError: ``url`` is not a URL (as aiohttp raises it).
+    """
+    if cache is not None and (found := cache.get(url)) is not None:
+        return found
+    try:
+        target = URL(url).extend_query(access_token=token)
+    except ValueError:  # aiohttp's own error for it, judged as aiohttp's would be
+        raise aiohttp.InvalidUrlClientError(url) from None
+    if cache is not None:
+        if len(cache) >= _TARGETS_KEPT:
+            cache.clear()
+        cache[url] = target
+    return target
 
 
 async def decipher(
@@ -332,7 +369,8 @@ def log_attempt(
     attempt: int,
     secret: str,
 ) -> None:
-    """One debug line per attempt: method, path, status (or failure), time, attempt."""
+    """One debug line per attempt: method, path, status (or failure), time (any wait
+    for the rate limit included), attempt."""
     if not logger.isEnabledFor(logging.DEBUG):  # redacting costs; skip it unseen
         return
     logger.debug(

@@ -1,11 +1,13 @@
 """The durable inbox: postbacks are stored here before the receiver answers 200.
 
 The receiver calls :meth:`Inbox.add` and answers Dokobit only after it returns; then it
-dispatches pending events to the handlers, recording each handler that succeeded
-(:meth:`~Inbox.mark_handler_done`), each failed attempt (:meth:`~Inbox.record_failure`)
-and the outcome (:meth:`~Inbox.set_state`: ``done``, ``dead`` letter, ``unconfirmed``).
-The ``dokobit-async inbox list|retry|purge`` command works on the same file from
-another process while a receiver runs.
+dispatches pending events to the handlers, and records each attempt in one write
+(:meth:`~Inbox.record_attempt`): the handlers that succeeded, a failed attempt with
+its retry time, the outcome (``done``, ``dead`` letter, ``unconfirmed``). Nothing is
+written before the handlers run. :meth:`~Inbox.mark_handler_done`,
+:meth:`~Inbox.record_failure` and :meth:`~Inbox.set_state` write one of these at a
+time, for tools and tests. The ``dokobit-async inbox list|retry|purge`` command works
+on the same file from another process while a receiver runs.
 
 Durability (:class:`SQLiteInbox`)
 ---------------------------------
@@ -18,23 +20,27 @@ Durability (:class:`SQLiteInbox`)
 * An ``add()`` that had not returned when the process died may or may not be stored.
   Dokobit got no 200 for it and sends it again; ``id`` dedupes, so this is safe.
 * Dispatch bookkeeping is committed the same way, so delivery is *at least once*: a
-  crash between a handler's success and ``mark_handler_done`` runs that handler again
-  after restart. ``handlers_done`` lets the dispatcher skip handlers that already
-  succeeded; handlers should still be idempotent. A write that fails (a full disk, a
-  lock held past ``busy_timeout``) does not rerun anything: the dispatcher remembers
-  the success in memory and retries the write.
+  crash between a handler's success and its ``record_attempt`` runs that handler
+  again after restart. ``handlers_done`` lets the dispatcher skip handlers that
+  already succeeded; handlers should still be idempotent. A write that fails (a full
+  disk, a lock held past ``busy_timeout``) does not rerun anything: the dispatcher
+  remembers the success in memory and retries the write.
 * :class:`MemoryInbox` keeps the same rules but survives nothing: it is for tests.
 
 Group commit
 ------------
 An fsync costs far more than an insert, so ``add()`` does not commit on its own, and
-neither do the dispatcher's writes (``mark_handler_done``, ``record_failure``,
-``set_state``). Each queues its write and waits. One flusher task hands the queue to
-the worker thread, which runs up to ``batch_max`` writes in one transaction, each in
-its own savepoint (a write that fails fails alone), commits once (one fsync) and wakes
-every waiter. Writes that arrive while that commit is in flight wait for the next one,
-so under load many acknowledgements share one fsync, while a lone write is still
-committed at once (no timer). ``SQLiteInbox.commits`` counts the write transactions.
+neither do the writes that change an event. Each queues its write and waits. When no
+commit is in flight, the worker thread takes the queue: up to ``batch_max`` writes in
+one transaction, every waiting ``add()`` before any ``record_attempt`` (acks first),
+one commit (one fsync), and every waiter is woken. Writes that arrive while that
+commit is in flight go in the next one, which starts as soon as it is done: under
+load many acknowledgements share one fsync, while a lone ``add()`` is still committed
+at once (no timer). A ``record_attempt`` with no ``add()`` to share a commit with waits
+up to 5 ms for one. The inbox checkpoints the WAL itself, between commits, so that no
+acknowledgement waits for a checkpoint inside its commit. Each write changes one row
+in one statement, its last, and a failing statement undoes itself, so a write that
+fails fails alone. ``SQLiteInbox.commits`` counts the write transactions.
 
 All SQLite work runs on one dedicated worker thread that owns the connection, never on
 the event loop. The database is in WAL mode with a busy timeout, so readers never block

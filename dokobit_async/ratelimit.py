@@ -1,19 +1,32 @@
 """One rate limit per access token, shared by every client that uses the token.
 
-The guarantee: never more than ``calls`` requests start in any window of ``period``
-seconds (any half-open interval ``[t, t + period)``), while a steady load gets the full
-rate. Two parts make it:
+The guarantee: never more than ``calls`` requests *reach the API* in any window of
+``period`` seconds (any half-open interval ``[t, t + period)``), while a steady load
+gets the full rate but one round trip per period. It is counted where the API counts
+it, at the server, so it must hold whatever happens between the client's decision and
+the request's arrival (a cold connection's handshake, the event loop's scheduling, the
+network): a limiter that counts a call when it lets it start (an "admission") lets a
+call admitted at the end of one window arrive in the next, on top of the next window's
+own calls. Hence the rule (docs/architecture.md#the-rate-limit):
 
-* an aiolimiter leaky bucket shapes the flow (a burst of ``burst`` requests, then
-  ``calls / period`` per second). A leaky bucket alone is not enough: its burst comes
-  on top of its rate, so ``AsyncLimiter(100, 60)`` lets about 200 requests through in
-  one 60 s window;
-* a sliding log of the last ``calls`` start times enforces the window exactly.
+* each call holds a slot from its admission until it has been answered or has failed
+  (or was cancelled), and then its slot stays taken for one more ``period``, stamped
+  with the time the call *ended*. A call is admitted only while fewer than ``calls``
+  slots are taken. A call ends after it reached the server and starts before it
+  reaches it, so every call admitted now arrives a full period after the arrival of
+  any call whose slot has expired: no window at the server holds more than ``calls``
+  (the proof is in docs/architecture.md#the-rate-limit). The cost is one round trip
+  per period.
+* a leaky bucket shapes the flow within that: a burst of ``burst`` calls after a quiet
+  spell, then one every ``period / calls`` seconds (a bucket alone guarantees nothing
+  per window: its burst comes on top of its rate).
 
-A 429 from the API pauses the whole bucket (every client of the token) for the
-``Retry-After`` time, or for the retry policy's backoff when the API gave none.
+A 429 from the API pauses the token (every client of it) for the ``Retry-After`` time,
+or for the retry policy's backoff when the API gave none. Calls waiting for a slot are
+admitted in the order they asked.
 
-Limiters belong to one event loop, so the registry is kept per loop.
+Limiters belong to one event loop, so the registry is kept per loop, keyed by a hash of
+the token (never the token itself).
 """
 
 from __future__ import annotations
@@ -25,7 +38,6 @@ import weakref
 from collections import deque
 
 import attrs
-from aiolimiter import AsyncLimiter
 
 __all__ = ["RateLimit"]  # SharedLimiter and limiter_for are internal (the client uses them)
 
@@ -37,7 +49,8 @@ class RateLimit:
     """At most ``calls`` requests per ``period`` seconds for one access token.
 
     Attributes:
-        calls: How many requests may start in any window of ``period`` seconds.
+        calls: How many requests may reach the API in any window of ``period``
+            seconds.
         period: The window, in seconds.
         burst: How many may go at once after a quiet spell (default: a tenth of
             ``calls``, at least one); the window guarantee holds whatever it is.
@@ -62,32 +75,30 @@ class RateLimit:
         return self.burst if self.burst is not None else max(1, self.calls // 10)
 
 
-class _Bucket(AsyncLimiter):
-    """aiolimiter's bucket with its level rounded to 1e-9 after each leak.
-
-    Without it, float residue (``10 - 6 * (10 / 6)`` is ``2e-15``, not 0) leaves the
-    level a hair above the threshold; aiolimiter then schedules its wake-up at "now"
-    and spins until the clock ticks, forever under a virtual clock.
-    """
-
-    def _leak(self) -> None:
-        super()._leak()
-        self._level = round(self._level, 9)
-
-
 class SharedLimiter:
-    """The limiter of one access token within one event loop."""
+    """The limiter of one access token within one event loop.
+
+    Each request is bracketed: ``await acquire()`` (or a true :meth:`try_acquire`)
+    before it is sent, then :meth:`release` exactly once when it has been answered,
+    has failed or was cancelled, in a ``finally``.
+    """
 
     def __init__(self, config: RateLimit, loop: asyncio.AbstractEventLoop):
         self.config = config
         self._loop = loop
-        burst = config.effective_burst
-        self._bucket = _Bucket(burst, config.period * burst / config.calls)
-        self._starts: deque[float] = deque()
+        self._calls = config.calls
+        self._period = config.period
+        self._interval = config.period / config.calls  # the bucket's pace
+        self._slack = (config.effective_burst - 1) * self._interval  # the bucket's burst
+        self._next = float("-inf")  # when the bucket's pace next allows a call
+        self._open = 0  # calls admitted and not yet released
+        self._ended: deque[float] = deque()  # when released calls ended, oldest first
         self._paused_until = 0.0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
-        return f"SharedLimiter(calls={self.config.calls}, period={self.config.period})"
+        return f"SharedLimiter(calls={self._calls}, period={self._period})"
 
     @property
     def paused_for(self) -> float:
@@ -98,26 +109,85 @@ class SharedLimiter:
         """Hold every request of this token for ``seconds`` (extends, never shortens)."""
         self._paused_until = max(self._paused_until, self._loop.time() + max(0.0, seconds))
 
+    def _ready_at(self, now: float) -> float | None:
+        """When the next call may start (``<= now``: at once); ``None`` while every
+        slot is held by a call still under way (its release decides)."""
+        ended, period = self._ended, self._period
+        while ended and ended[0] + period <= now:  # the same sum decides and wakes
+            ended.popleft()
+        at = self._next - self._slack
+        if self._paused_until > at:
+            at = self._paused_until
+        if self._open + len(ended) >= self._calls:  # never more: a full limiter admits none
+            if not ended:
+                return None
+            if ended[0] + period > at:
+                at = ended[0] + period
+        return at
+
+    def _admit(self, now: float) -> None:
+        self._open += 1
+        self._next = (self._next if self._next > now else now) + self._interval
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now and nobody waits for one (no waiting)."""
+        if self._waiters:
+            return False
+        now = self._loop.time()
+        at = self._ready_at(now)
+        if at is None or at > now:
+            return False
+        self._admit(now)
+        return True
+
     async def acquire(self) -> None:
-        """Wait until one more request may start, and count it."""
-        # sit out a 429 pause *before* taking bucket capacity: requests that queued in
-        # the bucket during the pause would otherwise all start the moment it ends
-        while (wait := self._paused_until - self._loop.time()) > 0:  # noqa: ASYNC110 - a moving deadline
-            await asyncio.sleep(wait)
-        await self._bucket.acquire()
-        window, limit = self.config.period, self.config.calls
-        while True:
+        """Wait (in turn) until a slot is free, and take it.
+
+        Cancelled while waiting, it takes nothing; cancelled after its slot was
+        granted but before it resumed, it gives the slot back.
+        """
+        if self.try_acquire():
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        self._wake()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # granted: nothing was sent
+                self._open -= 1
+                self._next -= self._interval
+            self._wake()
+            raise
+
+    def release(self) -> None:
+        """End a call that :meth:`acquire` admitted: its slot stays taken for one
+        ``period`` from now."""
+        self._open -= 1
+        self._ended.append(self._loop.time())
+        if self._waiters:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Admit waiters, first come first served, while slots are free; then set a
+        timer for when the next one may go (none while only a release can free one)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiters = self._waiters
+        while waiters:
+            if waiters[0].done():  # cancelled while waiting
+                waiters.popleft()
+                continue
             now = self._loop.time()
-            starts = self._starts
-            while starts and starts[0] + window <= now:
-                starts.popleft()
-            wait = self._paused_until - now
-            if len(starts) >= limit:
-                wait = max(wait, starts[0] + window - now)
-            if wait <= 0:
-                starts.append(now)
+            at = self._ready_at(now)
+            if at is None:
                 return
-            await asyncio.sleep(wait)
+            if at > now:
+                self._timer = self._loop.call_at(at, self._wake)
+                return
+            self._admit(now)
+            waiters.popleft().set_result(None)
 
 
 _registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedLimiter]] = (

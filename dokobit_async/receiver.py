@@ -33,6 +33,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -304,9 +305,12 @@ class PostbackReceiver:
         if (request.content_length or 0) > self.max_body_size:
             return _answer(413, f"body larger than {self.max_body_size} bytes")
         try:
-            body = await asyncio.wait_for(
-                read_body(request, self.max_body_size), timeout=self.read_timeout
-            )
+            if request.content.is_eof():  # all of it is here (the usual): no timer needed
+                body = await read_body(request, self.max_body_size)
+            else:
+                body = await asyncio.wait_for(
+                    read_body(request, self.max_body_size), timeout=self.read_timeout
+                )
         except asyncio.TimeoutError:
             return _answer(408, "the body did not arrive in time")
         except BadBodyError as exc:
@@ -322,8 +326,10 @@ class PostbackReceiver:
             return _answer(400, "the connection closed before the body was complete")
         if body is None:
             return _answer(413, f"body larger than {self.max_body_size} bytes")
+        now = time.time()  # the event's received_at, as stored: parsed once
+        received_at = datetime.fromtimestamp(now, tz=timezone.utc)
         try:
-            event = parse_postback(body, request.content_type)
+            event = parse_postback(body, request.content_type, received_at=received_at)
         except InvalidPostbackError as exc:
             logger.info("postback refused: %s", printable(exc.reason))
             return _answer(400, exc.reason)
@@ -334,7 +340,7 @@ class PostbackReceiver:
                 action=event.action,
                 body=body,
                 content_type=request.content_type,
-                received_at=time.time(),
+                received_at=now,
             )
         except Exception as exc:  # one line: on a full disk, every postback fails alike
             logger.error(
@@ -344,19 +350,20 @@ class PostbackReceiver:
                 printable(error_text(exc)),
             )
             return _answer(503, "could not store the postback; try again")
-        logger.info(
-            "postback %s for %s %s",
-            printable(event.action),
-            shown_token(event.token),
-            "stored" if stored else "duplicate, already stored",
-        )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "postback %s for %s %s",
+                printable(event.action),
+                shown_token(event.token),
+                "stored" if stored else "duplicate, already stored",
+            )
         if stored is not None and not isinstance(stored, StoredEvent):  # (a bool, say)
             raise TypeError(
                 f"{type(self.inbox).__name__}.add() returned {stored!r}: an Inbox returns "
                 "the stored event or None (the protocol changed in dokobit-async 0.1)"
             )
         if stored is not None and self._dispatcher is not None:
-            self._dispatcher.submit(stored)
+            self._dispatcher.submit(stored, event)
         return _answer(200, "ok")
 
 

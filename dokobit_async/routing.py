@@ -37,6 +37,7 @@ Handler = Callable[[Any], Awaitable[object]]
 """An async callable that takes an event; what it returns is ignored."""
 H = TypeVar("H", bound=Handler)
 Key = type[Event] | str | None  # None: every event
+_FOUND_MAX = 256  # (event class, action) pairs whose handlers a router remembers
 
 
 def _base_name(handler: Handler) -> str:
@@ -58,6 +59,10 @@ class Router:
         self._names: dict[int, str] = {}  # id(handler) -> explicit name
         self._keep: list[Handler] = []
         self._children = routers
+        # what handlers_for found, by (event class, action), while the routes of this
+        # router and its children stay as they were (they only ever grow)
+        self._found: dict[tuple[type[Event], str], dict[str, Handler]] = {}
+        self._found_for: object = None
 
     def __repr__(self) -> str:
         return f"<Router {len(self.handlers())} handlers>"
@@ -172,6 +177,26 @@ class Router:
             dict[str, Handler]: The handlers registered for its class (or a base
             class), its action string, or every event, in registration order.
         """
+        return dict(self._handlers_for(event))
+
+    def _routes_now(self) -> object:
+        return (len(self._routes), tuple(child._routes_now() for child in self._children))
+
+    def _handlers_for(self, event: Event) -> dict[str, Handler]:
+        # the same answer for every event of one class and action: found once
+        routes_now = self._routes_now()
+        if routes_now != self._found_for:
+            self._found.clear()
+            self._found_for = routes_now
+        key = (type(event), event.action)
+        found = self._found.get(key)
+        if found is None:
+            if len(self._found) >= _FOUND_MAX:  # (unknown actions are the sender's choice)
+                self._found.clear()
+            found = self._found[key] = self._match(event)
+        return found
+
+    def _match(self, event: Event) -> dict[str, Handler]:
         named = self.handlers()
         chosen: dict[str, Handler] = {}
         for key, handler, _ in self._all_routes():
@@ -210,7 +235,7 @@ class Router:
         Raises:
             asyncio.CancelledError: The dispatch, or a handler, was cancelled.
         """
-        chosen = {n: h for n, h in self.handlers_for(event).items() if n not in skip}
+        chosen = {n: h for n, h in self._handlers_for(event).items() if n not in skip}
         results = await asyncio.gather(
             *(self._run(handler, event) for handler in chosen.values()),
             return_exceptions=True,

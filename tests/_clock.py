@@ -40,8 +40,8 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
     """An event loop whose ``time()`` is an integer-stepped virtual clock.
 
     Timers fire in order without real waiting; the clock only ever holds whole
-    seconds (aiolimiter can spin forever under clocks that advance by the float
-    residue of its level, so we never give it fractional time).
+    seconds (a limiter that waits for the float residue of its level can spin forever
+    under a clock that advances by it: aiolimiter, our limiter's former base, did).
     """
 
     # set by SelectorEventLoop.__init__; typeshed does not declare it

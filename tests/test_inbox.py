@@ -10,7 +10,7 @@ import sqlite3
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -193,6 +193,54 @@ async def test_set_state_sets_state_and_keeps_or_replaces_error(inbox: Inbox) ->
     assert event.state == "done"
 
 
+async def test_record_attempt_is_one_write_of_a_whole_attempt(inbox: Inbox) -> None:
+    """record_attempt adds handler names (a union), counts a failed attempt with its
+    retry time, moves the state and keeps or replaces the error, all in one call;
+    what it leaves out stays as it was. It returns the failed attempts so far."""
+    await add(inbox, "a")
+    failed = await inbox.record_attempt(
+        "a", handlers_done={"email"}, failed=True, next_attempt_at=50.0, error="archive: down"
+    )
+    event = await inbox.get("a")
+    assert event is not None
+    assert failed == event.attempts == 1
+    assert (event.state, event.next_attempt_at, event.last_error) == (
+        "pending",
+        50.0,
+        "archive: down",
+    )
+    assert event.handlers_done == {"email"}
+    assert await inbox.record_attempt("a", handlers_done=["archive", "email"], state="done") == 1
+    event = await inbox.get("a")
+    assert event is not None
+    assert event.handlers_done == {"email", "archive"}
+    assert (event.state, event.attempts, event.next_attempt_at) == ("done", 1, 50.0)
+    assert event.last_error == "archive: down"  # no error given: kept
+    await add(inbox, "b")
+    assert await inbox.record_attempt("b", failed=True, state="dead", error="gave up") == 1
+    event = await inbox.get("b")
+    assert event is not None
+    assert (event.state, event.attempts, event.last_error) == ("dead", 1, "gave up")
+    assert event.handlers_done == frozenset()
+
+
+async def test_record_attempt_refuses_bad_arguments_and_unknown_ids(inbox: Inbox) -> None:
+    """An unknown state, a string (not a collection) of handler names or an unknown id
+    is refused, and the event is left as it was."""
+    await add(inbox, "a")
+    with pytest.raises(InvalidArgumentError):
+        await inbox.record_attempt("a", state="weird")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        await inbox.record_attempt("a", handlers_done="email")
+    with pytest.raises(EventNotFoundError) as caught:
+        await inbox.record_attempt("nope", state="done")
+    assert caught.value.id == "nope"
+    assert await inbox.get("a") == await inbox.get("a")
+    event = await inbox.get("a")
+    assert event is not None
+    assert (event.state, event.attempts, event.handlers_done) == ("pending", 0, frozenset())
+
+
 async def test_bookkeeping_on_an_unknown_id_raises_event_not_found(inbox: Inbox) -> None:
     """mark_handler_done, record_failure and set_state refuse an id never stored."""
     with pytest.raises(EventNotFoundError) as caught:
@@ -360,6 +408,127 @@ async def test_batch_max_caps_events_per_commit(tmp_path: Path) -> None:
         before = inbox.commits
         assert all(await asyncio.gather(*(add(inbox, f"e{i}") for i in range(100))))
         assert inbox.commits - before >= 10
+
+
+async def test_a_dispatch_write_rides_with_the_next_add(tmp_path: Path) -> None:
+    """A record_attempt queued while no add is waits up to LINGER for one, and shares
+    its commit (one fsync for both, not one each); with no add coming it commits on
+    its own, and close() commits it at once."""
+    path = tmp_path / "inbox.db"
+    async with SQLiteInbox(path) as inbox:
+        await add(inbox, "a")
+        before = inbox.commits
+        recording = asyncio.ensure_future(inbox.record_attempt("a", state="done"))
+        await asyncio.sleep(0)
+        await add(inbox, "b")
+        await recording
+        assert inbox.commits - before == 1
+        alone = asyncio.ensure_future(inbox.record_attempt("b", state="done"))
+        await asyncio.wait_for(alone, timeout=30)  # the linger ends without an add
+        assert inbox.commits - before == 2
+        await add(inbox, "c")
+        last = asyncio.ensure_future(inbox.record_attempt("c", state="dead", error="x"))
+        await asyncio.sleep(0)
+    assert last.done()  # close() committed the write that lingered
+    assert last.result() == 0
+    async with SQLiteInbox(path) as inbox:
+        assert [(e.id, e.state) for e in await inbox.list(limit=10)] == [
+            ("a", "done"),
+            ("b", "done"),
+            ("c", "dead"),
+        ]
+
+
+@pytest.mark.parametrize("concurrent", [1, 64])
+async def test_the_wal_stays_small_between_checkpoints(tmp_path: Path, concurrent: int) -> None:
+    """The inbox checkpoints the WAL itself, between commits (SQLite's automatic
+    checkpoint, every 1,000 pages, would run inside a commit and hold up the acks
+    waiting for it): one at a time (idle between commits) or always busy, 2,048 adds
+    leave a WAL far below SQLite's default threshold of ~4 MB."""
+    path = tmp_path / "inbox.db"
+    async with SQLiteInbox(path) as inbox:
+        for wave in range(2048 // concurrent):
+            await asyncio.gather(
+                *(add(inbox, f"e{wave}-{i}", signing=f"s{i}") for i in range(concurrent))
+            )
+        wal = Path(f"{path}-wal").stat().st_size
+        assert (await inbox.counts())["pending"] == 2048
+    assert wal < 1_500_000, wal
+
+
+async def test_acks_are_committed_before_dispatch_writes_queued_earlier(
+    tmp_path: Path,
+) -> None:
+    """While a commit waits for the write lock (another connection holds it), two
+    dispatch writes and then two adds queue up behind it. With two writes per commit,
+    the adds go in the next commit and the dispatch writes after them: an
+    acknowledgement never waits behind the dispatcher's bookkeeping."""
+    path = tmp_path / "inbox.db"
+    order: list[str] = []
+
+    async def noted(name: str, write: Awaitable[object]) -> None:
+        await write
+        order.append(name)
+
+    async with SQLiteInbox(path, batch_max=2) as inbox:
+        for id in ("r1", "r2"):
+            await add(inbox, id)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            waits = [asyncio.ensure_future(noted("first add", add(inbox, "first")))]
+            await asyncio.sleep(0)  # its commit is on the worker thread, waiting
+            for id in ("r1", "r2"):
+                record = inbox.record_attempt(id, handlers_done={"h"}, state="done")
+                waits.append(asyncio.ensure_future(noted(f"record {id}", record)))
+            for id in ("a1", "a2"):
+                waits.append(asyncio.ensure_future(noted(f"add {id}", add(inbox, id))))
+            await asyncio.sleep(0)  # all five are queued
+            blocker.execute("COMMIT")
+            await asyncio.wait_for(asyncio.gather(*waits), timeout=10)
+        finally:
+            blocker.close()
+        assert order == ["first add", "add a1", "add a2", "record r1", "record r2"]
+        assert [e.state for e in await inbox.list()] == ["done", "done", "pending"] + [
+            "pending"
+        ] * 2
+
+
+async def test_a_write_that_fails_fails_alone_in_its_commit(tmp_path: Path) -> None:
+    """Writes that share a commit with one that SQLite refuses (text with a lone
+    surrogate cannot be stored) are committed; the refused ones raise InboxError and
+    change nothing."""
+    async with SQLiteInbox(tmp_path / "inbox.db") as inbox:
+        await add(inbox, "target")
+        bad_add = inbox.add(
+            id="bad",
+            signing_token="sig",
+            action="signer_signed\ud800",
+            body=b"{}",
+            content_type="application/json",
+            received_at=1.0,
+        )
+        results = await asyncio.gather(
+            add(inbox, "before"),
+            inbox.record_attempt("target", failed=True, next_attempt_at=9.0, error="x\ud800"),
+            bad_add,
+            inbox.record_attempt("target", handlers_done={"h"}),
+            add(inbox, "after"),
+            return_exceptions=True,
+        )
+        assert [type(r).__name__ for r in results] == [
+            "StoredEvent",
+            "InboxError",
+            "InboxError",
+            "int",
+            "StoredEvent",
+        ]
+        target = await inbox.get("target")
+        assert target is not None
+        assert (target.attempts, target.last_error) == (0, None)
+        assert target.handlers_done == {"h"}
+        assert await inbox.get("bad") is None
+        assert [e.id for e in await inbox.list()] == ["target", "before", "after"]
 
 
 async def test_close_commits_adds_already_queued(tmp_path: Path) -> None:

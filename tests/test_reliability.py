@@ -3,8 +3,9 @@
 One scenario runs once per module against an emulator that injects faults into 20 % of
 API requests (429 with and without ``Retry-After``, 500, 502, 503, connections dropped
 before and after the request takes effect) and enforces its own rate limit, through one
-client whose ``RateLimit`` stays 10% under it (the headroom a deployment leaves for
-network jitter between the client's start times and the server's arrival times):
+client whose ``RateLimit`` is the server's own, with no headroom: the client counts a
+request until it has been answered, so no jitter between its decision and the arrival
+can make the server refuse one:
 
 1. a batch of creates, each with a unique ``name``, so every executed create can be
    traced back to the one call that sent it;
@@ -52,7 +53,7 @@ from dokobit_async.testing import (
 )
 
 SERVER_LIMIT = (50, 1.0)
-LIMIT = RateLimit(calls=45, period=1.0)
+LIMIT = RateLimit(calls=50, period=1.0)
 CALLS = 300
 CREATES = 40
 BUDGET = 60.0  # seconds: an upper bound on each phase, never reached when healthy
@@ -73,7 +74,7 @@ DEADLINE = datetime(2031, 1, 1, tzinfo=timezone.utc)
 
 
 def client_for(emu: Emulator, policy: RetryPolicy = POLICY) -> DokobitClient:
-    """A client for ``emu`` with its rate limit just under the emulator's."""
+    """A client for ``emu`` with the emulator's rate limit."""
     return DokobitClient(emu.access_token, base_url=emu.base_url, rate_limit=LIMIT, retry=policy)
 
 
@@ -130,7 +131,7 @@ class Run:
     requests: list[RequestRecord]
     mix_seconds: float
     grants: list[float]
-    """When the client's rate limiter let each request start (loop time)."""
+    """When the client's rate limiter admitted each request (loop time)."""
 
 
 async def run_scenario() -> Run:
@@ -139,19 +140,18 @@ async def run_scenario() -> Run:
     # the emulator serves from its own thread and loop, so that what it records as a
     # request's arrival is not delayed by the client's work in this loop
     grants: list[float] = []
-    original = SharedLimiter.acquire
+    original = SharedLimiter._admit
 
-    async def counted(self: SharedLimiter) -> None:  # stands in for SharedLimiter.acquire
-        await original(self)
-        # the start time the limiter itself counted (the task may resume a bit later)
-        grants.append(self._starts[-1])
+    def counted(self: SharedLimiter, now: float) -> None:  # stands in for _admit
+        original(self, now)
+        grants.append(now)  # the admission as the limiter counted it
 
-    SharedLimiter.acquire = counted  # type: ignore[method-assign]
+    SharedLimiter._admit = counted  # type: ignore[method-assign]
     try:
         with EmulatorThread(config) as server:
             return await _scenario(server.emulator, grants)
     finally:
-        SharedLimiter.acquire = original  # type: ignore[method-assign]
+        SharedLimiter._admit = original  # type: ignore[method-assign]
 
 
 async def _scenario(emu: Emulator, grants: list[float]) -> Run:
@@ -263,6 +263,14 @@ def test_the_client_never_starts_more_than_its_rate_in_any_window(run: Run) -> N
     resend), and the limiter never let more than ``calls`` start in any window."""
     assert len(run.grants) == len(run.requests)
     assert max_in_window(run.grants, LIMIT.period) <= LIMIT.calls
+
+
+def test_the_server_never_refuses_a_call_for_its_own_rate_limit(run: Run) -> None:
+    """With the client's limit equal to the server's, the server never sees more than
+    ``calls`` requests in a window, so its own limit answers no 429 (the 429s of the
+    run are injected faults)."""
+    assert figures(run)["server_rate_limited"] == 0
+    assert max_in_window(run.requests, LIMIT.period) <= LIMIT.calls
 
 
 # ------------------------------------------------------------------ creates

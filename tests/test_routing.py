@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
@@ -155,6 +156,64 @@ async def test_composed_router_runs_handlers_of_all_children(rec: Recorder) -> N
     assert rec.labels() == ["a1", "a_late", "b1", "own"]
     assert sorted(name.rsplit(".", 1)[-1] for name in outcome) == rec.labels()
     assert set(outcome.values()) == {None}
+
+
+async def test_handlers_added_after_a_dispatch_count_at_the_next(rec: Recorder) -> None:
+    """What a router found for an event class and action is not kept past a change:
+    a handler registered on the router, or on a child, after events were dispatched
+    runs for the next event, and its name is in ``handlers_for``."""
+    child = Router()
+    child.on(SigningCompleted)(rec.handler("first"))
+    app = Router(child)
+    assert list(await app.dispatch(COMPLETED)) == list(app.handlers_for(COMPLETED))
+    child.on("signing_completed")(rec.handler("child_late"))
+    app.on_any(rec.handler("own_late"))
+    assert len(await app.dispatch(COMPLETED)) == 3
+    assert rec.labels() == ["child_late", "first", "first", "own_late"]
+    assert matched(app, COMPLETED) == ["child_late", "first", "own_late"]
+    assert matched(app, SIGNED) == ["own_late"]
+
+
+async def test_a_lone_handler_keeps_the_dispatch_contract() -> None:
+    """With one matching handler, its failure is its outcome (never raised), and its
+    cancellation propagates, as with several."""
+    failing, cancelled = Router(), Router()
+
+    @failing.on_any
+    async def broken(event: Event) -> None:
+        raise KeyError("no such row")
+
+    @cancelled.on_any
+    async def gives_up(event: Event) -> None:
+        raise asyncio.CancelledError
+
+    outcome = await failing.dispatch(COMPLETED)
+    [(name, error)] = outcome.items()
+    assert name.endswith("broken")
+    assert isinstance(error, KeyError)
+    with pytest.raises(HandlerError):
+        await failing.receive(COMPLETED)
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled.dispatch(COMPLETED)
+
+
+async def test_each_handler_runs_in_a_context_of_its_own() -> None:
+    """A context variable a handler sets stays with that run: the next event's
+    handler, dispatched from the same task (as a dispatch worker does), does not see
+    it, with one handler as with several."""
+    seen: list[str | None] = []
+    marker: contextvars.ContextVar[str | None] = contextvars.ContextVar("marker", default=None)
+    lone = Router()
+
+    @lone.on_any
+    async def note(event: Event) -> None:
+        seen.append(marker.get())
+        marker.set(event.action)
+
+    await lone.dispatch(COMPLETED)
+    await lone.dispatch(SIGNED)
+    assert seen == [None, None]
+    assert marker.get() is None
 
 
 async def test_handler_registered_in_several_places_runs_once(rec: Recorder) -> None:
