@@ -215,7 +215,14 @@ class SQLiteInbox(Lifecycle):
 
     def _checkpointed(self, ok: bool, result: Any) -> None:
         self._committing = False
+        self._next()
+
+    def _next(self) -> None:
+        """After a job on the thread: the next commit (or a checkpoint), or tell a
+        waiting close() that nothing is left."""
         self._schedule()
+        if not self._committing and self._uncheckpointed >= CHECKPOINT_IDLE:
+            self._checkpoint()
         if self._drained is not None and not self._committing and not self._drained.done():
             self._drained.set_result(None)
 
@@ -275,11 +282,7 @@ class SQLiteInbox(Lifecycle):
             else:
                 waiter.set_result(outcome)
         self._uncheckpointed += 1
-        self._schedule()
-        if not self._committing and self._uncheckpointed >= CHECKPOINT_IDLE:
-            self._checkpoint()
-        if self._drained is not None and not self._committing and not self._drained.done():
-            self._drained.set_result(None)
+        self._next()
 
     def _not_written(self, exc: BaseException) -> InboxError:
         error = InboxError(f"inbox {self.path!r}: not written: {exc}")
