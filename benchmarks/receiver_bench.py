@@ -30,18 +30,13 @@ PARTS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--long", action="store_true", help="each part three times as long")
-    parser.add_argument("--inbox-dir", help="where the SQLite files go (default: temp dirs)")
-    args = parser.parse_args()
+def run_parts(commands: dict[str, list[str]]) -> list[str]:
+    """Run each script of ``commands`` (its options) in a process of its own, showing
+    its output, then every summary line (a script's last, or ``NAME: FAILED``)."""
     summaries: list[str] = []
-    for script, options in PARTS.items():
-        seconds = float(options[1]) * (3 if args.long else 1)
-        command = [sys.executable, str(HERE / script), "--seconds", f"{seconds:g}"]
-        if args.inbox_dir:
-            command += ["--inbox-dir", args.inbox_dir]
+    for script, options in commands.items():
         print(f"== {script}", flush=True)
+        command = [sys.executable, str(HERE / script), *options]
         run = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
         print(run.stdout, end="", flush=True)
         lines = run.stdout.strip().splitlines()
@@ -49,6 +44,20 @@ def main() -> None:
     print("== summary")
     for line in summaries:
         print(line)
+    return summaries
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--long", action="store_true", help="each part three times as long")
+    parser.add_argument("--inbox-dir", help="where the SQLite files go (default: temp dirs)")
+    args = parser.parse_args()
+    commands: dict[str, list[str]] = {}
+    for script, options in PARTS.items():
+        seconds = float(options[1]) * (3 if args.long else 1)
+        where = ["--inbox-dir", args.inbox_dir] if args.inbox_dir else []
+        commands[script] = ["--seconds", f"{seconds:g}", *where]
+    summaries = run_parts(commands)
     met = sum(line.endswith(": MET") for line in summaries)
     print(f"receiver_bench: {met} of {len(summaries)} rows met their target")
 

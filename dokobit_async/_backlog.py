@@ -65,6 +65,12 @@ class Backlog:
         """Whether there is no room for another event."""
         return len(self._known) >= self.limit
 
+    @property
+    def waiting(self) -> int:
+        """Signings whose next event may start now and has not (about: a queue can
+        be in line twice), plus new postbacks waiting for a sweep."""
+        return len(self.ready) + len(self._deferred)
+
     def knows(self, id: str) -> bool:
         """Whether the event is in a queue."""
         return id in self._known

@@ -11,6 +11,7 @@ default one from a client; tests and users may pass their own.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from .client import DokobitClient
     from .models import SigningStatus
 
-__all__ = ["Confirmation", "api_confirmation", "confirm"]
+__all__ = ["Confirmation", "api_confirmation", "chosen", "confirm", "confirmed"]
 
 Confirmation = Callable[[Event], Awaitable[bool | None]]
 """Whether the API agrees with an event: True, False (not, or not yet) or None."""
@@ -58,3 +59,28 @@ def api_confirmation(client: DokobitClient) -> Confirmation:
     """The default confirmation: :func:`confirm` with ``client`` (its reads share the
     client's rate limit)."""
     return functools.partial(confirm, client)
+
+
+def chosen(client: DokobitClient | None, confirm: bool | Confirmation) -> Confirmation | None:
+    """The confirmation that ``confirm`` asks for: your callable as it is; with
+    ``True``, :func:`api_confirmation` of ``client`` (none without a client); none
+    with ``False``."""
+    if callable(confirm):
+        return confirm
+    return api_confirmation(client) if client is not None and confirm else None
+
+
+async def confirmed(
+    confirmation: Confirmation, event: Event, *, attempts: int, delay: float
+) -> bool | None:
+    """Ask ``confirmation`` about ``event`` up to ``attempts`` times while it says
+    ``False`` (the API can lag the postback), ``delay`` seconds before the second
+    read, doubling. ``False`` when every read contradicted the event; what the
+    confirmation raised propagates (the caller retries the event later)."""
+    for attempt in range(attempts):
+        verdict = await confirmation(event)
+        if verdict is not False:
+            return verdict
+        if attempt + 1 < attempts:
+            await asyncio.sleep(delay * 2**attempt)
+    return False

@@ -37,10 +37,11 @@ from datetime import datetime, timezone
 import attrs
 
 from ._backlog import IDLE_POLL, SWEEP_WAIT, Backlog
-from ._confirm import Confirmation
-from ._outcomes import Outcome, Progress, Recorder
+from ._confirm import Confirmation, confirmed
+from ._outcomes import Outcome, Progress, Recorder, unconfirmed
 from ._policy import DispatchPolicy
-from ._redact import error_text, printable, shown_token
+from ._pressure import BackPressure
+from ._redact import error_text, printable
 from .events import Event, parse_postback
 from .inbox import Inbox, StoredEvent
 from .routing import Router
@@ -98,6 +99,7 @@ class Dispatcher:
         self._workers: list[asyncio.Task[None]] = []  # see run()
         self._waiting: deque[asyncio.Future[None]] = deque()  # idle workers
         self._recordings: set[asyncio.Task[None]] = set()
+        self.pressure = BackPressure(policy)  # the receiver's answers wait on it
         self._stopping = False  # workers take no more events
         self._idle = asyncio.Event()  # set by the loop when nothing is left to do
         self._secrets = secrets  # masked in stored errors and log lines
@@ -118,8 +120,14 @@ class Dispatcher:
         event it parsed from it (``stored.received_at`` as its ``received_at``)."""
         self.backlog.submit(stored, event)
 
+    async def hold(self, gone: Callable[[], bool]) -> None:
+        """Back-pressure on the receiver's answer to a postback it just stored (and
+        submitted): :meth:`BackPressure.hold`; ``gone`` tells if its sender hung up."""
+        await self.pressure.hold(self.backlog.waiting, gone)
+
     async def start(self) -> None:
         """Read what a previous run left pending, before new postbacks arrive."""
+        self.pressure.start()
         await self.backlog.start()
 
     async def _sweep_step(self) -> float:
@@ -286,6 +294,7 @@ class Dispatcher:
         self._running.discard(key)
         if after is None:
             self.backlog.finish(key)
+            self.pressure.finished(self.backlog.waiting)
         else:
             self.backlog.update(key, after)
         if key in self.backlog.queues:
@@ -334,12 +343,7 @@ class Dispatcher:
                 except Exception as exc:  # the API (or your confirmation) failed: later
                     return self.recorder.failed(stored, f"confirmation failed: {error_text(exc)}")
                 if confirmed is False:
-                    logger.warning(
-                        "postback %s for %s kept aside: the API does not confirm it",
-                        printable(stored.action),
-                        shown_token(stored.signing_token),
-                    )
-                    return Outcome("unconfirmed", "the API does not confirm this event")
+                    return Outcome("unconfirmed", unconfirmed(stored))
                 progress.confirmed = True
             handled = await self._dispatch(event, stored.handlers_done | progress.succeeded)
         except Exception as exc:  # a bug of ours: retried like a failed handler
@@ -354,14 +358,10 @@ class Dispatcher:
     async def _confirmed(self, event: Event) -> bool | None:
         if self.confirmation is None:
             return None
-        attempts = self.policy.confirm_attempts
-        for attempt in range(attempts):
-            verdict = await self.confirmation(event)
-            if verdict is not False:
-                return verdict
-            if attempt + 1 < attempts:
-                await asyncio.sleep(self.policy.confirm_delay * 2**attempt)
-        return False
+        policy = self.policy
+        return await confirmed(
+            self.confirmation, event, attempts=policy.confirm_attempts, delay=policy.confirm_delay
+        )
 
     async def _dispatch(
         self, event: Event, done: frozenset[str]

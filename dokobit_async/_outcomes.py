@@ -38,9 +38,12 @@ __all__ = [
     "ERROR_LIMIT",
     "RECORD_RETRY_BASE",
     "RECORD_RETRY_MAX",
+    "UNCONFIRMED",
     "Outcome",
     "Progress",
     "Recorder",
+    "failed_attempt",
+    "unconfirmed",
 ]
 
 logger = logging.getLogger("dokobit_async.receiver")
@@ -69,6 +72,49 @@ class Progress:
     confirmed: bool = False  # the API confirmed it (not asked again)
     outcome: Outcome | None = None  # decided, not yet recorded
     write_failures: int = 0  # failed attempts to record ``outcome``
+
+
+UNCONFIRMED = "the API does not confirm this event"
+"""The error kept with an event set aside as ``unconfirmed``."""
+
+
+def unconfirmed(stored: StoredEvent) -> str:
+    """An event the API keeps contradicting is set aside (one log line); the error
+    to keep with it. Shared by the dispatcher and the Redis workers."""
+    logger.warning(
+        "postback %s for %s kept aside: the API does not confirm it",
+        printable(stored.action),
+        shown_token(stored.signing_token),
+    )
+    return UNCONFIRMED
+
+
+def failed_attempt(
+    stored: StoredEvent,
+    error: str,
+    *,
+    policy: DispatchPolicy,
+    secrets: tuple[str, ...],
+    rng: random.Random,
+) -> tuple[str, float | None]:
+    """A failed attempt at ``stored`` (one log line): its error as it is kept, and the
+    seconds until the next attempt, or ``None`` after the last one (dead letter).
+
+    The error is kept as it is shown: secrets masked, printable, cut to
+    ``ERROR_LIMIT`` (a handler's error may quote what a sender sent; stored raw, a lone
+    surrogate in it would make the write fail every time). Shared by the dispatcher and
+    the Redis workers."""
+    error = printable(redact(error, secrets), ERROR_LIMIT)
+    attempts = stored.attempts + 1
+    shown = printable(stored.action), shown_token(stored.signing_token), attempts
+    if attempts >= policy.max_attempts:
+        logger.warning("postback %s for %s dead-lettered after %d attempts: %s", *shown, error)
+        return error, None
+    delay = policy.backoff(attempts, rng)
+    logger.warning(
+        "postback %s for %s failed (attempt %d), retrying in %.1f s: %s", *shown, delay, error
+    )
+    return error, delay
 
 
 class Recorder:
@@ -110,21 +156,13 @@ class Recorder:
         return ceiling * self._rng.uniform(0.5, 1.0)
 
     def failed(self, stored: StoredEvent, error: str) -> Outcome:
-        """A failed attempt: retried after a backoff, or dead after the last one.
-
-        The error is kept as it is shown: secrets masked, printable, cut to
-        ``ERROR_LIMIT`` (a handler's error may quote what a sender sent; stored raw, a
-        lone surrogate in it would make the write fail every time)."""
-        error = printable(redact(error, self._secrets), ERROR_LIMIT)
-        attempts = stored.attempts + 1
-        shown = printable(stored.action), shown_token(stored.signing_token), attempts
-        if attempts >= self.policy.max_attempts:
-            logger.warning("postback %s for %s dead-lettered after %d attempts: %s", *shown, error)
-            return Outcome("dead", error, failed=True)
-        delay = self.policy.backoff(attempts, self._rng)
-        logger.warning(
-            "postback %s for %s failed (attempt %d), retrying in %.1f s: %s", *shown, delay, error
+        """A failed attempt: retried after a backoff, or dead after the last one
+        (:func:`failed_attempt`)."""
+        error, delay = failed_attempt(
+            stored, error, policy=self.policy, secrets=self._secrets, rng=self._rng
         )
+        if delay is None:
+            return Outcome("dead", error, failed=True)
         return Outcome(None, error, failed=True, next_attempt_at=self._clock() + delay)
 
     # ------------------------------------------------------------ the gate

@@ -47,6 +47,15 @@ class DispatchPolicy:
             before it counts as failed (``None``: no limit).
         shutdown_timeout: Seconds running handlers get to finish at shutdown; the
             rest stay pending in the inbox for the next start.
+        high_water: Back-pressure: while more events than this are ready to run and
+            not yet started (dispatch is behind its own answers), the receiver holds
+            the answer to each new postback (already stored) until an event finishes,
+            for at most ``max_ack_hold`` seconds; a sender that waits for its answers
+            is slowed to the dispatch rate, so the backlog stays bounded. Never while
+            dispatch finishes nothing (a hung handler): answers then go out at once.
+            ``None``: never hold.
+        max_ack_hold: The longest a held answer waits, in seconds (0: never hold);
+            keep it well below the sender's timeout.
     """
 
     concurrency: int = attrs.field(default=16, validator=_positive)
@@ -57,6 +66,8 @@ class DispatchPolicy:
     confirm_delay: float = attrs.field(default=2.0, validator=_not_negative)
     ack_timeout: float | None = attrs.field(default=300.0, validator=_positive)
     shutdown_timeout: float = attrs.field(default=10.0, validator=_not_negative)
+    high_water: int | None = attrs.field(default=256, validator=_positive)
+    max_ack_hold: float = attrs.field(default=1.0, validator=_not_negative)
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """The delay after failed attempt number ``attempt`` (1-based), jittered."""

@@ -36,7 +36,7 @@ from .exceptions import (
     RequestTimeoutError,
     TransportError,
 )
-from .ratelimit import SharedLimiter
+from .ratelimit import Limiter
 from .retry import Failure, Outcome
 
 __all__ = [
@@ -149,7 +149,7 @@ async def send_once(
     token: str,
     body: StreamingBody | None,
     timeout: aiohttp.ClientTimeout,
-    limiter: SharedLimiter | None,
+    limiter: Limiter | None,
     targets: dict[str, URL] | None = None,
 ) -> aiohttp.ClientResponse | Failure:
     """Send ``request`` once: its answer (never a redirect, body unread) or a failure.

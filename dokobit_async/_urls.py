@@ -27,6 +27,7 @@ __all__ = [
     "origin_of",
     "redirect_path",
     "refused_redirect",
+    "server_address",
     "shown_url",
 ]
 
@@ -48,6 +49,18 @@ def shown_url(url: str, path: str = "") -> str:
     with ``access_token=***`` where the client adds the token. Not yet redacted: what
     shows it redacts it."""
     return f"{url}{path}{'&' if '?' in url or '?' in path else '?'}access_token=***"
+
+
+def server_address(url: str) -> str:
+    """A server's URL (a Redis one, say) as messages show it: scheme, host, port and
+    path, never its user, password or query (which may hold one). A port that is not
+    a number is left out (the URL is refused where it is used)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def _origin(parts: SplitResult) -> tuple[str, str | None, int | None]:

@@ -9,19 +9,20 @@
     dokobit-async validate FILE [--report report-pdf] [-o FILE|-]
     dokobit-async listen --router MODULE:ATTR [--port 8080] [--inbox postbacks.db]
                          [--public-url URL] [--secret-env VAR] [--no-confirm]
-    dokobit-async inbox list|show ID|retry [ID]|purge [--inbox postbacks.db]
+    dokobit-async work --inbox redis://HOST[:PORT][/DB] --router MODULE:ATTR [--no-confirm]
+    dokobit-async inbox list|show ID|retry [ID]|purge [--inbox postbacks.db|URL]
     dokobit-async demo [--out signed-demo.pdf]
 
 The access token comes from ``DOKOBIT_ACCESS_TOKEN`` (or ``--token``), the API's
 address from ``DOKOBIT_BASE_URL`` (or ``--base-url``; default the production URL).
 Errors are one line on stderr, with the token masked; the exit status is 2 for a
 usage error, 1 for an API or transport error and 130 after Ctrl-C (``emulate`` and
-``listen`` stop on Ctrl-C or SIGTERM with 0).
+``listen`` and ``work`` stop on Ctrl-C or SIGTERM with 0).
 
 This module is the command's face: its parser and ``main``. The commands themselves
 live in :mod:`dokobit_async._cli`, one module per group: ``api`` (the API's commands
-and ``emulate``), ``listen``, ``inbox`` and ``demo``, on top of ``arguments``,
-``output``, ``logs`` and ``signals``.
+and ``emulate``), ``listen``, ``work``, ``inbox`` and ``demo``, on top of
+``arguments``, ``inboxes``, ``output``, ``logs`` and ``signals``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ._bodies import JSON
-from ._cli import api, demo, inbox, listen
+from ._cli import api, demo, inbox, listen, work
 from ._cli.arguments import non_negative, parse_signer, port_number
 from ._cli.logs import LINE_LIMIT, log_to_stderr
 from ._cli.output import PROG, CliError
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
 
     listen.add_parser(command)
+    work.add_parser(command)
     inbox.add_parser(command)
     demo.add_parser(command)
     return parser
@@ -233,6 +235,8 @@ async def _run(args: argparse.Namespace) -> int:
         return await api.emulate(args)
     if args.command == "inbox":
         return await inbox.inbox(args)
+    if args.command == "work":  # the client confirms the events, its token is masked
+        return await work.work(args, _client(args, required=False))
     if args.command in ("listen", "demo"):
         if args.command == "listen":
             optional = _client(args, required=False) if args.confirm else None
@@ -289,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             return done.code if isinstance(done.code, int) else 0
         command = args.command
         verbose = bool(getattr(args, "verbose", False))
-        with log_to_stderr(verbose, secrets, serving=command == "listen"):
+        with log_to_stderr(verbose, secrets, serving=command in ("listen", "work")):
             return asyncio.run(_run(args))
     except _UsageError as exc:
         return _fail(str(exc), secrets, 2)
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     except DokobitError as exc:
         return _fail(str(exc), secrets, 1)
     except KeyboardInterrupt:
-        if command in ("emulate", "listen"):  # no signal handlers here: Ctrl-C is the way to stop
+        if command in ("emulate", "listen", "work"):  # no signal handlers: Ctrl-C stops
             return 0
         return _fail("interrupted", secrets, 130)
     except BrokenPipeError:

@@ -40,7 +40,7 @@ from ._transport import (
 )
 from .exceptions import ClientClosedError, DokobitError, InvalidArgumentError
 from .models import Result
-from .ratelimit import RateLimit, SharedLimiter, limiter_for
+from .ratelimit import Limiter, RateLimit
 from .retry import Failure, Outcome, RetryPolicy
 
 __all__ = ["BETA_URL", "PRODUCTION_URL", "DokobitClient", "Download", "Timeout"]
@@ -71,8 +71,8 @@ class DokobitClient:
         session: An ``aiohttp.ClientSession`` to borrow (used as it is, never closed
             by the client); by default the client creates one inside the running
             loop and owns it.
-        rate_limit: The limit shared by every client of this token in the loop;
-            ``None`` switches it off.
+        rate_limit: The limit shared by every client of this token in the loop (or
+            through Redis: ``RedisRateLimit``); ``None`` switches it off.
         retry: When a failed call is tried again (writes are never resent blindly).
         timeout: Connect and read timeouts.
         body_encoding: ``"form"`` (as Dokobit's own examples send) or ``"json"``.
@@ -114,7 +114,7 @@ class DokobitClient:
         self._session = session
         self._owns_session = session is None
         self._closed = False
-        self._limiter: SharedLimiter | None = None
+        self._limiter: Limiter | None = None
         self._targets: dict[str, URL] = {}  # request URLs with the token, built once
         self._client_timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout.connect, sock_read=timeout.read
@@ -239,12 +239,12 @@ class DokobitClient:
             no_resend(self._session)  # a borrowed session is used as it is
         return self._session
 
-    def _get_limiter(self) -> SharedLimiter | None:
+    def _get_limiter(self) -> Limiter | None:
         if self.rate_limit is None:
             return None
         loop = asyncio.get_running_loop()
         if self._limiter is None or self._limiter._loop is not loop:
-            self._limiter = limiter_for(self._token, self.rate_limit)
+            self._limiter = self.rate_limit._limiter(self._token)
         return self._limiter
 
     def _json(self, request: sansio.Request, model: type[T]) -> Awaitable[T]:
@@ -363,7 +363,7 @@ class DokobitClient:
         failure: Failure,
         attempt: int,
         elapsed: float,
-        limiter: SharedLimiter | None,
+        limiter: Limiter | None,
     ) -> float | None:
         """Seconds to sleep before the next attempt, or ``None`` to raise ``failure``.
 

@@ -26,7 +26,9 @@ or for the retry policy's backoff when the API gave none. Calls waiting for a sl
 admitted in the order they asked.
 
 Limiters belong to one event loop, so the registry is kept per loop, keyed by a hash of
-the token (never the token itself).
+the token (never the token itself). Across processes and hosts, the same rule is kept in
+Redis by ``dokobit_async.redis.RedisRateLimit`` (a subclass whose ``_limiter`` builds
+that limiter instead: the client sees one small protocol, :class:`Limiter`).
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ import hashlib
 import logging
 import weakref
 from collections import deque
+from typing import Protocol
 
 import attrs
 
-__all__ = ["RateLimit"]  # SharedLimiter and limiter_for are internal (the client uses them)
+# Limiter, SharedLimiter and limiter_for are internal (the client uses them)
+__all__ = ["RateLimit"]
 
 logger = logging.getLogger("dokobit_async")
 
@@ -73,6 +77,28 @@ class RateLimit:
     def effective_burst(self) -> int:
         """The bucket's burst size."""
         return self.burst if self.burst is not None else max(1, self.calls // 10)
+
+    def _limiter(self, access_token: str) -> Limiter:
+        """The running loop's limiter for ``access_token`` (a subclass may share it
+        further: ``dokobit_async.redis.RedisRateLimit``)."""
+        return limiter_for(access_token, self)
+
+
+class Limiter(Protocol):
+    """What a call needs of its token's limiter, in one event loop: ``await acquire()``
+    (unless :meth:`try_acquire` took a slot at once) before a request is sent, then
+    :meth:`release` exactly once when it has been answered, has failed or was
+    cancelled; :meth:`pause` after a 429."""
+
+    _loop: asyncio.AbstractEventLoop
+
+    def try_acquire(self) -> bool: ...
+
+    async def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
 
 
 class SharedLimiter:

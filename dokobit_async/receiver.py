@@ -34,25 +34,27 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestPayloadError
 
-from ._confirm import Confirmation, api_confirmation
+from ._confirm import Confirmation, chosen
 from ._dispatcher import Delivery, Dispatcher
 from ._http import (
     RAW_BODIES,
     BadBodyError,
+    RedactingAccessLogger,
     answer_and_close,
+    check_access_logger,
     expect_continue,
     read_body,
+    sender_gone,
     unsupported_coding,
 )
 from ._http import answer as _answer
 from ._policy import DispatchPolicy
-from ._redact import error_text, printable, redact, shown_token
+from ._redact import error_text, printable, shown_token
 from ._serve import ConnectionGuard, GuardedSite
 from .events import (
     POSTBACK_PATH,
@@ -81,23 +83,12 @@ __all__ = [
 logger = logging.getLogger("dokobit_async.receiver")
 
 
-class RedactingAccessLogger(AccessLogger):
-    """aiohttp's access logger, with the postback URL's secret segment (and any
-    ``access_token``) masked. Pass it as ``access_log_class`` to ``web.run_app`` or
-    ``web.AppRunner``: the default logger writes the full request line."""
-
-    def _format_line(self, request: Any, response: Any, time: float) -> Any:
-        return [
-            (key, redact(value) if isinstance(value, str) else value)
-            for key, value in super()._format_line(request, response, time)
-        ]
-
-
 class PostbackReceiver:
     """Receives postbacks, stores them durably, dispatches them to ``router``.
 
     Args:
-        router: The handlers to run for each event.
+        router: The handlers to run for each event; ``None`` to store and answer
+            only, while workers elsewhere run the handlers (a Redis inbox's).
         inbox: Where events are stored before the 200 goes out (default: a
             ``MemoryInbox``, which survives nothing: for tests).
         secret: 16 bytes or more: turns on the URL check, so that only URLs minted
@@ -117,7 +108,7 @@ class PostbackReceiver:
 
     def __init__(
         self,
-        router: Router,
+        router: Router | None,
         *,
         inbox: Inbox | None = None,
         secret: bytes | str | None = None,
@@ -138,15 +129,13 @@ class PostbackReceiver:
             raise InvalidArgumentError("max_body_size and read_timeout must be positive")
         if not isinstance(policy, DispatchPolicy):
             raise InvalidArgumentError(f"policy must be a DispatchPolicy, not {policy!r}")
+        if router is None and consumers:
+            raise InvalidArgumentError("consumers need a router: with None nothing dispatches")
         self.router = router
         self.inbox: Inbox = inbox if inbox is not None else MemoryInbox()
         if inbox is None:
             logger.warning("no inbox given: postbacks are kept in memory only")
-        if callable(confirm):
-            self._confirmation: Confirmation | None = confirm
-        else:
-            use = client is not None and confirm
-            self._confirmation = api_confirmation(client) if use and client else None
+        self._confirmation = chosen(client, confirm)
         if key is None and self._confirmation is None:
             logger.warning(
                 "neither a secret nor a confirmation: anyone who can reach the receiver "
@@ -196,7 +185,7 @@ class PostbackReceiver:
         ``cleanup_ctx``); ``path`` overrides the constructor's. Run ``app`` with
         ``access_log_class=RedactingAccessLogger`` (or no access log): the default
         one writes the path, which carries the URL's secret."""
-        _check_access_logger()
+        check_access_logger()
         if path is not None:
             self.path = path
         app[RECEIVER_KEY] = self
@@ -204,24 +193,30 @@ class PostbackReceiver:
         # every method, so that a wrong one gets our 405, after our Expect handling
         app.router.add_route("*", route, self._handle, expect_handler=expect_continue)
         app.cleanup_ctx.append(self._lifecycle)
+        app.on_shutdown.append(self._answer_held)
+
+    async def _answer_held(self, app: web.Application) -> None:
+        if self._dispatcher is not None:  # shutting down: held answers go now
+            self._dispatcher.pressure.close()
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             await self.inbox.open()
             stack.push_async_callback(self.inbox.close)
-            dispatcher = Dispatcher(
-                self.router,
-                self.inbox,
-                policy=self.policy,
-                confirmation=self._confirmation,
-                consumers=self.consumers,
-                secrets=self._secrets,
-            )
-            await dispatcher.start()  # a failure here closes the inbox on the way out
-            loop_task = asyncio.create_task(dispatcher.run(), name="dokobit-dispatcher")
-            stack.push_async_callback(dispatcher.drain)
-            stack.push_async_callback(_cancelled, loop_task)
-            self._dispatcher = dispatcher
+            if self.router is not None:  # (else: ack only, workers elsewhere dispatch)
+                dispatcher = Dispatcher(
+                    self.router,
+                    self.inbox,
+                    policy=self.policy,
+                    confirmation=self._confirmation,
+                    consumers=self.consumers,
+                    secrets=self._secrets,
+                )
+                await dispatcher.start()  # a failure here closes the inbox on the way out
+                loop_task = asyncio.create_task(dispatcher.run(), name="dokobit-dispatcher")
+                stack.push_async_callback(dispatcher.drain)
+                stack.push_async_callback(_cancelled, loop_task)
+                self._dispatcher = dispatcher
             self._running.set()
             try:
                 yield
@@ -246,7 +241,8 @@ class PostbackReceiver:
         """
         dispatcher = self._dispatcher
         if dispatcher is None:
-            raise ReceiverNotRunningError("the receiver is not running (its app is not started)")
+            why = "dispatches nothing (router=None)" if self.router is None else "is not running"
+            raise ReceiverNotRunningError(f"the receiver {why} (or its app is not started)")
         try:
             idle = await asyncio.wait_for(dispatcher.wait_idle(), timeout)
         except asyncio.TimeoutError:  # (on Python 3.10, not the builtin TimeoutError)
@@ -362,8 +358,10 @@ class PostbackReceiver:
                 f"{type(self.inbox).__name__}.add() returned {stored!r}: an Inbox returns "
                 "the stored event or None (the protocol changed in dokobit-async 0.1)"
             )
-        if stored is not None and self._dispatcher is not None:
-            self._dispatcher.submit(stored, event)
+        dispatcher = self._dispatcher
+        if stored is not None and dispatcher is not None:
+            dispatcher.submit(stored, event)
+            await dispatcher.hold(lambda: sender_gone(request))
         return _answer(200, "ok")
 
 
@@ -373,17 +371,6 @@ RECEIVER_KEY = web.AppKey("dokobit_async.receiver", PostbackReceiver)
 
 async def _not_found(request: web.Request) -> web.Response:
     return _answer(404, "not found")
-
-
-def _check_access_logger() -> None:
-    # aiohttp has no public hook for the values it logs; if a release renames the one
-    # RedactingAccessLogger overrides, refuse to start rather than log the postback
-    # secret (tests/test_client_seam.py pins it too)
-    if not callable(getattr(AccessLogger, "_format_line", None)):
-        raise RuntimeError(
-            "this aiohttp's AccessLogger has no _format_line: RedactingAccessLogger "
-            "cannot mask the postback secret; upgrade dokobit-async"
-        )
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

@@ -18,7 +18,7 @@ SECRET = b"receiver-faults-secret-0123456789"
 
 
 async def start_receiver(
-    router: Router, **options: Any
+    router: Router | None, **options: Any
 ) -> tuple[PostbackReceiver, web.AppRunner, str]:
     """A receiver serving on 127.0.0.1 (random port, URL check on): ``(receiver,
     runner, postback_url)``. The caller stops it with ``runner.cleanup()``."""

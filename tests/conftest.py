@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from _profiles import REPEATABLE, register
+from _redis import RedisServer, running_redis
 from aioresponses import aioresponses
 from hypothesis import settings
 from yarl import URL
@@ -38,3 +39,18 @@ def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
         monkeypatch.setattr("aioresponses.core.ClientResponse", _Response)
     with aioresponses() as mock:
         yield mock
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real ``redis-server`` for the session (skips, saying how to get one, where
+    none is installed)."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's server, emptied (``FLUSHALL``) for this test."""
+    assert redis_server.command("FLUSHALL").startswith(b"+OK")
+    return redis_server.url

@@ -28,8 +28,8 @@ from typing import IO, Any
 
 import pytest
 
+from dokobit_async._cli.inboxes import inbox_location, opened
 from dokobit_async.cli import main
-from dokobit_async.inbox import SQLiteInbox
 
 WAIT = 15.0  # seconds: the bound on every wait in this module
 SIGNED = json.dumps({"action": "signer_signed", "token": "tok123456789", "signer": "s1"})
@@ -82,11 +82,12 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) 
         time.sleep(0.05)
 
 
-def fill(path: Path, events: list[tuple[str, str, float]]) -> None:
-    """Store events ``(id, state, received_at)`` directly with SQLiteInbox."""
+def fill(where: Path | str, events: list[tuple[str, str, float]]) -> None:
+    """Store events ``(id, state, received_at)`` directly in the inbox that ``--inbox
+    where`` names (a path, an SQLite URL or a Redis URL)."""
 
     async def go() -> None:
-        async with SQLiteInbox(path) as box:
+        async with opened(inbox_location(str(where))) as box:
             for number, (event_id, state, received_at) in enumerate(events, 1):
                 body = json.dumps({"action": "signer_signed", "token": f"T{number}abcdef"})
                 await box.add(
@@ -107,9 +108,9 @@ def fill(path: Path, events: list[tuple[str, str, float]]) -> None:
     asyncio.run(go())
 
 
-def states(path: Path) -> dict[str, str]:
+def states(where: Path | str) -> dict[str, str]:
     async def go() -> dict[str, str]:
-        async with SQLiteInbox(path) as box:
+        async with opened(inbox_location(str(where))) as box:
             return {e.id: e.state for e in await box.list(limit=1000)}
 
     return asyncio.run(go())
@@ -190,12 +191,13 @@ class Listener:
     """``python -m dokobit_async listen`` in a subprocess, its output read in threads."""
 
     def __init__(
-        self, tmp_path: Path, module: str, *extra: str, env: dict[str, str], **popen: Any
+        self, tmp_path: Path, module: str | None, *extra: str, env: dict[str, str], **popen: Any
     ):
+        router = ("--router", f"{module}:router") if module else ()
         self.proc = subprocess.Popen(
             [
                 *(sys.executable, "-m", "dokobit_async", "listen"),
-                *("--router", f"{module}:router", "--port", "0"),
+                *(*router, "--port", "0"),
                 *("--inbox", str(tmp_path / "pb.db"), *extra),
             ],
             stdout=subprocess.PIPE,
@@ -293,7 +295,14 @@ def test_listen_serves_persists_its_secret_and_stops_on_sigterm(
         log = tmp_path / "handled.txt"
         wait_until(lambda: log.exists() and log.read_text() == "signer_signed\n", "the handler")
 
-        code, out, err = run(capsys, "inbox", "list", "--inbox", str(tmp_path / "pb.db"))
+        listed: list[tuple[int, str, str]] = []
+
+        def recorded() -> bool:  # the outcome is written after the handler returns
+            listed.append(run(capsys, "inbox", "list", "--inbox", str(tmp_path / "pb.db")))
+            return "pending" not in listed[-1][1]
+
+        wait_until(recorded, "the handler's outcome in the inbox")
+        code, out, err = listed[-1]
         assert (code, err) == (0, "")
         rows = out.splitlines()
         assert rows[0].split()[:4] == ["SEQ", "ID", "STATE", "ACTION"]
@@ -426,11 +435,23 @@ def test_listen_reports_a_busy_port_and_a_bad_public_url(
 # ------------------------------------------------------------------ inbox
 
 
-def test_inbox_list_show_retry_purge(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.fixture(params=["path", "sqlite-url", "redis"])
+def inbox_at(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An ``--inbox`` value of each kind: a file path, ``sqlite:///`` with an absolute
+    path, and a real Redis server's URL."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    path = tmp_path / "in.db"
+    return str(path) if request.param == "path" else f"sqlite:///{path}"
+
+
+def test_inbox_list_show_retry_purge(capsys: pytest.CaptureFixture[str], inbox_at: str) -> None:
     """``list`` filters by state and limit, ``show`` takes a seq number or an id
     prefix and prints the body as JSON, ``retry`` moves dead events back to pending
-    (one or all), ``purge`` deletes done events (optionally only old ones)."""
-    db = tmp_path / "in.db"
+    (one or all), ``purge`` deletes done events (optionally only old ones): on an
+    SQLite file and on Redis alike."""
+    db = inbox_at
     now = time.time()
     fill(
         db,
@@ -442,7 +463,7 @@ def test_inbox_list_show_retry_purge(capsys: pytest.CaptureFixture[str], tmp_pat
             ("eeee5555", "pending", now),
         ],
     )
-    inbox = ("--inbox", str(db))
+    inbox = ("--inbox", db)
 
     code, out, _ = run(capsys, "inbox", "list", "--state", "dead", *inbox)
     assert code == 0
@@ -506,3 +527,82 @@ def test_inbox_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path:
     assert code == 2
     assert_one_error_line(err)
     assert "ambiguous" in err
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "says"),
+    [
+        ("http://127.0.0.1/inbox", 2, "http:// is not an inbox"),
+        ("redis://", 2, "needs a host"),
+        ("redis://127.0.0.1:notaport/0", 2, "port is not a number"),
+        ("sqlite:///", 2, "needs a path"),
+        ("redis://user:hunter2-not-shown@127.0.0.1:{port}/0", 1, "127.0.0.1:{port}/0"),
+    ],
+)
+def test_an_inbox_url_that_cannot_work_is_one_line(
+    capsys: pytest.CaptureFixture[str], value: str, code: int, says: str
+) -> None:
+    """A URL that names no inbox is a usage error; a Redis server that refuses the
+    connection is one error line, which shows where without the password."""
+    port = str(_closed_port())
+    value, says = value.replace("{port}", port), says.replace("{port}", port)
+    got, out, err = run(capsys, "inbox", "list", "--inbox", value)
+    assert (got, out) == (code, "")
+    assert_one_error_line(err)
+    assert says in err
+    assert "hunter2" not in err
+
+
+def test_listen_on_redis_stores_and_answers_only_with_no_dispatch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    """``listen --inbox redis://... --no-dispatch`` (no router): a postback is stored in
+    Redis and answered 200, a duplicate stored once, nothing runs it here (pending,
+    for ``work`` processes); the secret must come from the environment."""
+    code, _, err = run(capsys, "listen", "--inbox", redis_url, "--no-dispatch")
+    assert code == 2
+    assert_one_error_line(err)
+    assert "needs the postback secret in $DOKOBIT_POSTBACK_SECRET" in err
+    code, _, err = run(capsys, "listen", "--inbox", str(tmp_path / "x.db"))
+    assert code == 2
+    assert_one_error_line(err)
+    assert "--router is required (or --no-dispatch" in err
+
+    env = _listener_env(tmp_path, DOKOBIT_POSTBACK_SECRET="shared-by-every-replica-0123")
+    listener = Listener(tmp_path, None, "--inbox", redis_url, "--no-dispatch", env=env)
+    try:
+        url = listener.local_url(listener.url)
+        assert post(url) == 200
+        assert post(url) == 200  # the same postback again: a duplicate
+        code, _, err = listener.stop()
+    finally:
+        listener.kill()
+    assert code == 0, err
+    assert "inbox redis://127.0.0.1:" in err
+    assert not (tmp_path / "pb.db").exists()
+    code, out, _ = run(capsys, "inbox", "list", "--inbox", redis_url)
+    assert code == 0
+    rows = out.splitlines()[1:]
+    assert [row.split()[2:4] for row in rows] == [["pending", "signer_signed"]]
+
+
+def test_listen_on_a_redis_that_refuses_is_one_line_at_start(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``listen`` with a Redis inbox whose server refuses the connection stops at
+    start with one error line (exit 1) that says where, without the URL's password."""
+    monkeypatch.setenv("DOKOBIT_POSTBACK_SECRET", "shared-by-every-replica-0123")
+    port = _closed_port()
+    inbox = f"redis://:hunter2-not-shown@127.0.0.1:{port}/0"
+    code, out, err = run(capsys, "listen", "--inbox", inbox, "--no-dispatch", "--port", "0")
+    assert (code, out) == (1, "")
+    assert_one_error_line(err)
+    assert f"127.0.0.1:{port}/0" in err
+    assert "hunter2" not in err

@@ -1,5 +1,6 @@
-"""The durable inbox: shared semantics on both implementations, SQLite durability,
-group commit and multi-process use on real files."""
+"""The durable inbox: shared semantics on every implementation (memory, SQLite, Redis
+on a real server and on fakeredis), SQLite durability, group commit and multi-process
+use on real files. Redis specifics: test_inbox_redis.py."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import sys
 import textwrap
 import threading
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import fakeredis
 import pytest
 from _processes import kill_and_reap
 
@@ -27,6 +30,7 @@ from dokobit_async.inbox import (
     SQLiteInbox,
     StoredEvent,
 )
+from dokobit_async.redis import RedisInbox
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,13 +49,34 @@ async def add(
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+KINDS = ["memory", "sqlite", "redis", "fakeredis"]
+
+
+@asynccontextmanager
+async def made_inbox(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[MemoryInbox | SQLiteInbox | RedisInbox]:
+    """An inbox of ``kind`` (not opened): SQLite in a real file, Redis on the session's
+    real server (emptied for the test), or on fakeredis, whose client is closed after."""
+    if kind == "memory":
+        yield MemoryInbox()
+    elif kind == "sqlite":
+        yield SQLiteInbox(tmp_path / "inbox.db")
+    elif kind == "redis":
+        yield RedisInbox(request.getfixturevalue("redis_url"))
+    else:
+        client = fakeredis.FakeAsyncRedis()
+        try:
+            yield RedisInbox(client)
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture(params=KINDS)
 async def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Inbox]:
-    """An open inbox of each kind (the SQLite one in a real file)."""
-    made: MemoryInbox | SQLiteInbox = (
-        MemoryInbox() if request.param == "memory" else SQLiteInbox(tmp_path / "inbox.db")
-    )
-    async with made:
+    """An open inbox of each kind (SQLite in a real file, Redis on a real server and on
+    fakeredis)."""
+    async with made_inbox(request.param, request, tmp_path) as made, made:
         yield made
 
 
@@ -327,21 +352,23 @@ async def test_invalid_arguments_are_refused_before_storage(inbox: Inbox) -> Non
         await inbox.set_state("a", "weird")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_closed_inbox_raises_and_reopens_with_its_events(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_closed_inbox_raises_and_reopens_with_its_events(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """Before open() and after close() methods raise InboxClosedError; close() is
     idempotent; reopening shows the events stored before."""
-    inbox = MemoryInbox() if kind == "memory" else SQLiteInbox(tmp_path / "inbox.db")
-    with pytest.raises(InboxClosedError):
-        await add(inbox, "a")
-    async with inbox:
-        await add(inbox, "a")
-    await inbox.close()
-    for call in (add(inbox, "b"), inbox.get("a"), inbox.counts(), inbox.retry()):
+    async with made_inbox(kind, request, tmp_path) as inbox:
         with pytest.raises(InboxClosedError):
-            await call
-    async with inbox:
-        assert [e.id for e in await inbox.list()] == ["a"]
+            await add(inbox, "a")
+        async with inbox:
+            await add(inbox, "a")
+        await inbox.close()
+        for call in (add(inbox, "b"), inbox.get("a"), inbox.counts(), inbox.retry()):
+            with pytest.raises(InboxClosedError):
+                await call
+        async with inbox:
+            assert [e.id for e in await inbox.list()] == ["a"]
 
 
 # -- SQLite specifics ------------------------------------------------------------------

@@ -65,6 +65,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "_payload",
         "_transport",
         "ratelimit",
+        "_ratelimit_*",
         "client",
     ),
     RECEIVER: (
@@ -76,11 +77,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "_backlog",
         "_outcomes",
         "_policy",
+        "_pressure",
         "_confirm",
         "_dispatcher",
         "receiver",
     ),
-    TOP: ("", "cli", "__main__", "_cli", "_cli.*", "testing", "testing.*"),
+    # redis: the optional extra's face, over a Redis inbox, worker and rate limit
+    TOP: ("", "cli", "__main__", "_cli", "_cli.*", "testing", "testing.*", "redis", "_redis_*"),
 }
 CLI = ("cli", "__main__", "_cli", "_cli.*")
 EMULATOR = ("testing._emulator", "testing._emulator.*")

@@ -11,57 +11,20 @@ anything took.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from types import SimpleNamespace
 
 import aiohttp
 import pytest
-from _loopback import Host, loopback
+from _loopback import loopback
+from _ratelimit_server import counting_server, most_in_a_window, overload
 from aiohttp import web
 
 from dokobit_async import ConnectError, DokobitClient, RateLimit, RetryPolicy
 
 TOKEN = "wire-rate-token"
 BUDGET = 30.0  # seconds: a bound on each scenario, never reached when healthy
-
-
-def most_in_a_window(times: list[int], period: float) -> int:
-    """The most of ``times`` (ns) in any window ``[t, t + period)``."""
-    ordered, span = sorted(times), round(period * 1e9)
-    return max(bisect.bisect_left(ordered, t + span) - i for i, t in enumerate(ordered))
-
-
-@asynccontextmanager
-async def counting_server() -> AsyncIterator[tuple[Host, list[int]]]:
-    """A loopback API that answers every call at once and records its arrival (ns)."""
-    arrivals: list[int] = []
-
-    async def answer(request: web.Request) -> web.StreamResponse:
-        arrivals.append(time.monotonic_ns())
-        return web.json_response({"status": "pending", "signers": [], "files": []})
-
-    async with loopback(answer) as host:
-        yield host, arrivals
-
-
-def slow_handshakes() -> aiohttp.TraceConfig:
-    """A trace that holds every third request for 60 ms after the limiter let it go
-    (as a cold connection's handshake or a busy loop would), the rest not at all."""
-    trace = aiohttp.TraceConfig()
-    count = 0
-
-    async def on_start(_: object, __: SimpleNamespace, ___: object) -> None:
-        nonlocal count
-        count += 1
-        if count % 3 == 0:
-            await asyncio.sleep(0.06)
-
-    trace.on_request_start.append(on_start)
-    return trace
 
 
 @pytest.mark.parametrize("burst", [None, 5])
@@ -74,24 +37,7 @@ async def test_two_clients_of_one_token_never_crowd_a_window_at_the_server(
     virtual clock, in test_ratelimit.py, and measured by benchmarks/ratelimit_bench.py)."""
     limit = RateLimit(calls=5, period=0.2, burst=burst)
     async with counting_server() as (host, arrivals):
-        sessions = [aiohttp.ClientSession(trace_configs=[slow_handshakes()]) for _ in range(2)]
-        try:
-            clients = [
-                DokobitClient(TOKEN, base_url=host.url, session=s, rate_limit=limit)
-                for s in sessions
-            ]
-            pending = list(range(30))
-
-            async def worker(client: DokobitClient) -> None:
-                while pending:
-                    pending.pop()
-                    await client.external.status("SIG")
-
-            workers = [worker(c) for c in clients for _ in range(8)]
-            await asyncio.wait_for(asyncio.gather(*workers), BUDGET)
-        finally:
-            for session in sessions:
-                await session.close()
+        await asyncio.wait_for(overload(host.url, TOKEN, [limit, limit], 30), BUDGET)
     assert len(arrivals) == 30
     assert most_in_a_window(arrivals, limit.period) <= limit.calls
 

@@ -13,12 +13,14 @@ from typing import Any
 import aiohttp
 import attrs
 import pytest
+from _receiver_helpers import postback, start_receiver
 from aiohttp import web
 
 from dokobit_async import (
     DispatchPolicy,
     DokobitClient,
     ExternalSigner,
+    InvalidArgumentError,
     RateLimit,
     ReceiverNotRunningError,
     SigningFile,
@@ -489,3 +491,27 @@ async def test_an_inbox_written_to_the_old_protocol_is_refused_loudly(
         status, _ = await post(receiver.postback_url(base), COMPLETED)
     assert status == 503
     assert "the protocol changed" in caplog.text
+
+
+async def test_a_receiver_without_a_router_stores_and_answers_only(tmp_path: Path) -> None:
+    """``router=None``: postbacks are stored (a duplicate once) and answered 200, and
+    nothing dispatches them: they stay pending for workers elsewhere; ``wait_idle``
+    says why it cannot wait, and consumers are refused (nothing would feed them)."""
+    with pytest.raises(InvalidArgumentError, match="consumers need a router"):
+        PostbackReceiver(None, consumers=["indexer"])
+    inbox = SQLiteInbox(tmp_path / "inbox.db")
+    receiver, runner, url = await start_receiver(None, inbox=inbox)
+    try:
+        async with aiohttp.ClientSession() as session:
+            for token in ("s1", "s2", "s1"):
+                async with session.post(url, data=postback(token)) as response:
+                    assert response.status == 200
+        with pytest.raises(ReceiverNotRunningError, match="dispatches nothing"):
+            await receiver.wait_idle(timeout=1)
+        stored = await inbox.list()
+        assert [(e.signing_token, e.state, e.attempts) for e in stored] == [
+            ("s1", "pending", 0),
+            ("s2", "pending", 0),
+        ]
+    finally:
+        await runner.cleanup()

@@ -1,7 +1,8 @@
 """``dokobit-async inbox list|show|retry|purge``: inspect and repair a listener's inbox.
 
-It works on the SQLite inbox of ``listen`` (:mod:`dokobit_async._cli.listen`), also
-while a listener runs on the same file (WAL).
+It works on the inbox of ``listen`` (:mod:`dokobit_async._cli.listen`), an SQLite
+file (also while a listener runs on it: WAL) or a Redis inbox
+(:mod:`dokobit_async._cli.inboxes`), the same way.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ import argparse
 import json
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import get_args
 from urllib.parse import parse_qsl
 
 from .._redact import printable, redact, shown_token
-from ..inbox import InboxState, SQLiteInbox, StoredEvent
+from ..inbox import Inbox, InboxState, StoredEvent
 from .arguments import Command, non_negative, whole_number
+from .inboxes import InboxLocation, inbox_location, opened
 from .listen import DEFAULT_INBOX
 from .output import CliError, out, table
 
@@ -34,7 +35,11 @@ def add_parser(command: Command) -> None:
     actions = p.add_subparsers(dest="inbox_command", required=True, metavar="ACTION")
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument(
-        "--inbox", default=DEFAULT_INBOX, help="SQLite inbox (default: %(default)s)"
+        "--inbox",
+        default=DEFAULT_INBOX,
+        metavar="PATH|URL",
+        help="the listener's inbox: a file, sqlite:///PATH or redis://HOST[:PORT][/DB] "
+        "(default: %(default)s)",
     )
 
     def action(name: str, helptext: str) -> argparse.ArgumentParser:
@@ -68,9 +73,9 @@ def add_parser(command: Command) -> None:
 
 
 async def inbox(args: argparse.Namespace) -> int:
-    """``inbox list|show|retry|purge`` on an existing inbox file."""
-    path = _existing(args.inbox)
-    async with SQLiteInbox(path) as box:
+    """``inbox list|show|retry|purge`` on an existing inbox."""
+    where = inbox_location(args.inbox)
+    async with opened(where, existing=True) as box:
         if args.inbox_command == "list":
             events = await box.list(state=args.state, limit=args.limit)
             if not events:
@@ -80,9 +85,9 @@ async def inbox(args: argparse.Namespace) -> int:
             rows = [header] + [_row(event) for event in events]
             out("\n".join(line[2:] for line in table(rows)))
         elif args.inbox_command == "show":
-            out("\n".join(_describe(await _find(box, args.event))))
+            out("\n".join(_describe(await _find(box, where, args.event))))
         elif args.inbox_command == "retry":
-            event_id = None if args.event is None else (await _find(box, args.event)).id
+            event_id = None if args.event is None else (await _find(box, where, args.event)).id
             moved = await box.retry(event_id)
             out(f"{moved} event{'' if moved == 1 else 's'} back to pending")
         else:
@@ -92,14 +97,7 @@ async def inbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing(name: str) -> Path:
-    path = Path(name)
-    if not path.is_file():  # SQLite would create an empty database
-        raise CliError(f"no inbox at {path} (a listener creates it; pass --inbox FILE)", code=2)
-    return path
-
-
-async def _find(box: SQLiteInbox, ref: str) -> StoredEvent:
+async def _find(box: Inbox, where: InboxLocation, ref: str) -> StoredEvent:
     """An event by id, seq number or unique id prefix."""
     event = await box.get(ref)
     if event is not None:
@@ -113,7 +111,7 @@ async def _find(box: SQLiteInbox, ref: str) -> StoredEvent:
     if len(matches) > 1:
         raise CliError(f"event id prefix {ref!r} is ambiguous; give more of it", code=2)
     if not matches:
-        raise CliError(f"no event {ref!r} in {box.path}")
+        raise CliError(f"no event {ref!r} in {where.shown}")
     return matches[0]
 
 

@@ -1,12 +1,16 @@
 """``dokobit-async listen``: serve a postback receiver until Ctrl-C or SIGTERM.
 
 It serves a :class:`~dokobit_async.receiver.PostbackReceiver` with the handlers of a
-``module:attribute`` :class:`~dokobit_async.routing.Router` and an SQLite inbox.
+``module:attribute`` :class:`~dokobit_async.routing.Router` and an inbox: an SQLite
+file, or Redis (:mod:`dokobit_async._cli.inboxes`). With ``--no-dispatch`` (a Redis
+inbox's replicas) it stores and answers only, and ``dokobit-async work`` processes
+run the handlers.
 
-The postback secret comes from an environment variable; without one, a random secret
-is generated once and kept beside the inbox (``postbacks.db.secret``, mode 0600), so
-the URLs minted before a restart still verify after it. The secret itself is never
-printed: only URLs minted from it are.
+The postback secret comes from an environment variable; without one, with an SQLite
+inbox, a random secret is generated once and kept beside the inbox
+(``postbacks.db.secret``, mode 0600), so the URLs minted before a restart still
+verify after it. A Redis inbox's replicas must share one: the variable is required.
+The secret itself is never printed: only URLs minted from it are.
 
 ``listen`` stays reachable when senders misbehave: it raises its open-files limit to
 the hard limit (said at ``-v``), closes idle keep-alive connections after
@@ -44,20 +48,22 @@ from .._serve import (
 )
 from ..client import DokobitClient
 from ..events import POSTBACK_PATH
-from ..inbox import SQLiteInbox
 from ..receiver import DispatchPolicy, PostbackReceiver, RedactingAccessLogger
 from ..routing import Router
 from .arguments import Command, port_number, positive_seconds, whole_number
+from .inboxes import InboxLocation, inbox_location, open_inbox
 from .output import PROG, CliError, out
 from .signals import stop_on_signals
 
 __all__ = [
     "DEFAULT_INBOX",
     "SECRET_ENV",
+    "add_dispatch_options",
     "add_parser",
     "listen",
     "load_router",
     "local_url",
+    "note",
     "postback_secret",
     "public_url",
 ]
@@ -77,15 +83,27 @@ def add_parser(command: Command) -> None:
     p = command("listen", "serve a postback receiver until Ctrl-C or SIGTERM")
     p.add_argument(
         "--router",
-        required=True,
         metavar="MODULE:ATTR",
-        help="the Router with your handlers, e.g. mypkg.handlers:router",
+        help="the Router with your handlers, e.g. mypkg.handlers:router (required "
+        "unless --no-dispatch)",
+    )
+    p.add_argument(
+        "--dispatch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the handlers here (default); --no-dispatch stores and answers only, "
+        "for a Redis inbox whose `work` processes run them",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument(
         "--port", type=port_number, default=8080, help="0 picks a free port (default: 8080)"
     )
-    p.add_argument("--inbox", default=DEFAULT_INBOX, help="SQLite inbox (default: %(default)s)")
+    p.add_argument(
+        "--inbox",
+        default=DEFAULT_INBOX,
+        metavar="PATH|URL",
+        help="a file, sqlite:///PATH or redis://HOST[:PORT][/DB] (default: %(default)s)",
+    )
     p.add_argument(
         "--public-url",
         metavar="URL",
@@ -96,33 +114,13 @@ def add_parser(command: Command) -> None:
         "--secret-env",
         default=SECRET_ENV,
         metavar="VAR",
-        help="variable holding the postback secret (default: %(default)s; if unset, one "
-        "is generated and kept in INBOX.secret)",
+        help="variable holding the postback secret (default: %(default)s; if unset with "
+        "an SQLite inbox, one is generated and kept in INBOX.secret)",
     )
     p.add_argument(
         "--path", default=POSTBACK_PATH, help="the receiver's path (default: %(default)s)"
     )
-    p.add_argument(
-        "--confirm",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="confirm each event against the API before the handlers run (needs the "
-        "access token; default: on)",
-    )
-    p.add_argument(
-        "--concurrency",
-        type=_POSITIVE,
-        metavar="N",
-        default=_POLICY.concurrency,
-        help="handler runs at a time, across signings (default: %(default)s)",
-    )
-    p.add_argument(
-        "--max-attempts",
-        type=_POSITIVE,
-        metavar="N",
-        default=_POLICY.max_attempts,
-        help="runs of a failing handler before its event is dead-lettered (default: %(default)s)",
-    )
+    add_dispatch_options(p, "handler runs at a time, across signings")
     p.add_argument(
         "--read-timeout",
         type=positive_seconds,
@@ -156,7 +154,34 @@ def add_parser(command: Command) -> None:
     )
 
 
-def _note(text: str) -> None:
+def add_dispatch_options(p: argparse.ArgumentParser, concurrency: str) -> None:
+    """``--confirm``, ``--concurrency`` (whose help is ``concurrency``) and
+    ``--max-attempts``: how events are run, by ``listen`` and by ``work``."""
+    p.add_argument(
+        "--confirm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="confirm each event against the API before the handlers run (needs the "
+        "access token; default: on)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_POSITIVE,
+        metavar="N",
+        default=_POLICY.concurrency,
+        help=f"{concurrency} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=_POSITIVE,
+        metavar="N",
+        default=_POLICY.max_attempts,
+        help="runs of a failing handler before its event is dead-lettered (default: %(default)s)",
+    )
+
+
+def note(text: str) -> None:
+    """One line on stderr, after the program's name (ignored when stderr is gone)."""
     with contextlib.suppress(OSError, ValueError):
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
@@ -202,15 +227,22 @@ def load_router(spec: str) -> Router:
     return found
 
 
-def postback_secret(env_name: str, inbox_path: Path) -> tuple[bytes, str | None]:
+def postback_secret(env_name: str, inbox: InboxLocation) -> tuple[bytes, str | None]:
     """The postback secret and a note for stderr (``None`` when it came from the
-    environment). Without ``$env_name``, the secret kept in ``INBOX.secret`` is used,
-    made on first use (random, mode 0600, written atomically)."""
+    environment). Without ``$env_name``, the secret kept in ``INBOX.secret`` beside an
+    SQLite inbox is used, made on first use (random, mode 0600, written atomically)."""
     value = os.environ.get(env_name, "").strip()
     if value:
         if len(value.encode()) < 16:
             raise CliError(f"${env_name} must be at least 16 bytes long", code=2)
         return value.encode(), None
+    if inbox.kind != "sqlite":  # replicas on other hosts: one file cannot serve them
+        raise CliError(
+            f"a {inbox.kind} inbox needs the postback secret in ${env_name}, the same for "
+            "every listener that shares it (at least 16 bytes)",
+            code=2,
+        )
+    inbox_path = inbox.path
     if not inbox_path.parent.is_dir():
         raise CliError(f"--inbox {inbox_path}: no directory {inbox_path.parent}", code=2)
     path = Path(f"{inbox_path}.secret")
@@ -276,20 +308,20 @@ def _raise_files_limit(max_connections: int | None) -> None:
 
 async def listen(args: argparse.Namespace, client: DokobitClient | None) -> int:
     """Serve the receiver until SIGINT or SIGTERM; print the postback URL to use."""
-    router = load_router(args.router)
+    if args.dispatch and not args.router:
+        raise CliError("--router is required (or --no-dispatch: store and answer only)", 2)
+    router = load_router(args.router) if args.dispatch else None
     public = public_url(args.public_url) if args.public_url else None
-    inbox_path = Path(args.inbox)
-    secret, note = postback_secret(args.secret_env, inbox_path)
-    if note:
-        _note(note)
-    if args.confirm and client is None:
-        _note(
-            "no access token: events reach the handlers unconfirmed (--no-confirm silences this)"
-        )
+    where = inbox_location(args.inbox)
+    secret, told = postback_secret(args.secret_env, where)
+    if told:
+        note(told)
+    if args.confirm and client is None and args.dispatch:
+        note("no access token: events reach the handlers unconfirmed (--no-confirm silences this)")
     _raise_files_limit(args.max_connections)
     receiver = PostbackReceiver(
         router,
-        inbox=SQLiteInbox(inbox_path),
+        inbox=open_inbox(where),
         secret=secret,
         client=client,
         confirm=args.confirm,
@@ -325,11 +357,11 @@ async def listen(args: argparse.Namespace, client: DokobitClient | None) -> int:
                 args.header_timeout,
             )
             out(f"postback URL: {receiver.postback_url(public or local)}")
-            where = "" if public else " (no --public-url: reachable from this machine only)"
-            _note(f"listening on {local}{receiver.path}{where}; inbox {inbox_path}")
-            _note("press Ctrl-C to stop")
+            reach = "" if public else " (no --public-url: reachable from this machine only)"
+            note(f"listening on {local}{receiver.path}{reach}; inbox {where.shown}")
+            note("press Ctrl-C to stop")
             await stop.wait()
         finally:
             await runner.cleanup()  # drains the handlers, closes the inbox
-    _note("listener stopped")
+    note("listener stopped")
     return 0
