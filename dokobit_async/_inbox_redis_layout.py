@@ -23,7 +23,7 @@ tag, so that one inbox is one slot and a script may reach each of its keys):
     of the signing a worker may run (per-signing order across workers); an event
     without a token is a queue of its own. Hashed: a key never holds a token.
 ``stream``
-    At most one entry ``{id}`` per pending event (its ``xid``), with the entry id
+    At most one entry ``{id, q}`` per pending event (its ``xid``), with the entry id
     ``0-<n>`` where ``n`` comes from the ``seq`` counter: the stream's ids rise with
     ``seq``, and a lost or reset counter makes ``XADD`` refuse the write instead of
     reusing a number. An event leaving ``pending`` takes its entry out (``XDEL``)
@@ -79,29 +79,52 @@ def queue_key(prefix: str, signing_token: str, id: str) -> str:
 
 
 FUNCTIONS = """
--- A fresh stream entry for a pending event (its old one, if any, taken out): what
--- tells a worker the event may be its signing's turn.
-local function ticket(P, id)
-  local e = P .. 'e:' .. id
-  local old = redis.call('HGET', e, 'xid')
-  if old then redis.call('XDEL', P .. 'stream', old) end
-  local n = redis.call('INCR', P .. 'seq')
-  redis.call('HSET', e, 'xid', redis.call('XADD', P .. 'stream', '0-' .. n, 'id', id))
+-- Whether event id holds the turn of queue q (a worker runs it): its running entry
+-- must stay as it is (see dokobit_async/_redis_worker_lua.py).
+local function holds(q, id)
+  local turn = redis.call('GET', q .. ':turn')
+  return turn ~= false and string.match(turn, '^%S+ %S+ (.*)$') == id
 end
 
--- An event leaves pending (for another state, or purged): out of its queue, its stream
--- entry taken out. When it was the head of its queue, the next event gets an entry:
--- the hand-over that lets a worker run it (its own entry may have been consumed
--- while it had to wait).
+-- A fresh stream entry for a pending event (its old one, if any, taken out): what
+-- tells a worker the event may be its signing's turn. Never for the event that holds
+-- the turn: its worker's entry would go, and the turn would look stale.
+local function ticket(P, id)
+  local e = P .. 'e:' .. id
+  local f = redis.call('HMGET', e, 'xid', 'q')
+  if holds(f[2], id) then return end
+  if f[1] then redis.call('XDEL', P .. 'stream', f[1]) end
+  local n = redis.call('INCR', P .. 'seq')
+  local xid = redis.call('XADD', P .. 'stream', '0-' .. n, 'id', id, 'q', f[2])
+  redis.call('HSET', e, 'xid', xid)
+end
+
+-- The hand-over, whenever a queue's turn is released or its head changes: the head
+-- (unless it is skip, an event that waits in delayed) gets a fresh entry. The
+-- invariant it keeps: the head of every non-empty queue has an entry in the stream
+-- (read or not), waits in delayed, or its queue's turn is held (and its release
+-- wakes the queue). A second entry is harmless: TAKE drops an entry that is not the
+-- event's current one.
+local function wake(P, q, skip)
+  local head = redis.call('ZRANGE', q, 0, 0)[1]
+  if head and head ~= skip then ticket(P, head) end
+end
+
+-- An event leaves pending (for another state, or purged): out of its queue and of
+-- delayed, its stream entry taken out. When it was the head of its queue, the next
+-- event gets an entry (wake). An event that a worker runs keeps its entry, and
+-- the hand-over waits for the end of its run (FINISH, or TAKE of a reclaimed entry).
 local function leave(P, e, id)
   local f = redis.call('HMGET', e, 'q', 'xid')
-  if f[2] then redis.call('XDEL', P .. 'stream', f[2]); redis.call('HDEL', e, 'xid') end
+  local held = holds(f[1], id)
+  if f[2] and not held then
+    redis.call('XDEL', P .. 'stream', f[2])
+    redis.call('HDEL', e, 'xid')
+  end
+  redis.call('ZREM', P .. 'delayed', id)
   local head = redis.call('ZRANGE', f[1], 0, 0)[1]
   redis.call('ZREM', f[1], id)
-  if head == id then
-    local after = redis.call('ZRANGE', f[1], 0, 0)[1]
-    if after then ticket(P, after) end
-  end
+  if head == id and not held then wake(P, f[1]) end
 end
 
 -- An event between states: the state indexes; its queue and stream entry when it
@@ -153,7 +176,7 @@ for i = 2, #ARGV, 7 do
     out[#out + 1] = false
   else
     local seq = redis.call('INCR', KEYS[1])
-    local xid = redis.call('XADD', P .. 'stream', '0-' .. seq, 'id', id)
+    local xid = redis.call('XADD', P .. 'stream', '0-' .. seq, 'id', id, 'q', q)
     redis.call('HSET', e, 'id', id, 'seq', seq, 'sig', ARGV[i + 1], 'action', ARGV[i + 2],
       'body', ARGV[i + 3], 'ctype', ARGV[i + 4], 'at', ARGV[i + 5], 'state', 'pending',
       'attempts', 0, 'next', '0', 'q', q, 'xid', xid)

@@ -9,8 +9,9 @@ docs/architecture.md#the-rate-limit-across-processes; in short:
 * admission, release and pause are Lua scripts (``_ratelimit_lua``) that run
   atomically on the server with the server's clock, so host clock skew does not matter;
 * a held slot has a lease: this process renews the leases of its calls under way every
-  third of it, so a call may last any time; a process that dies stops renewing, and its
-  slots count as ended when their lease runs out (then one period more);
+  third of it (a failed renewal is tried again until the lease ends), so a call may last
+  any time; a process that dies stops renewing, and its slots count as ended when their
+  lease runs out (then one period more);
 * the acquire script answers how long to wait for the next free slot, so a process
   sleeps exactly that long, then asks again: one process asks for all of its waiting
   calls at once, and only one request per process is ever waiting at the server;
@@ -234,7 +235,8 @@ class RedisLimiter:
         try:
             await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():  # granted: nothing was sent
+            # granted (not Redis's failure), then cancelled: nothing sent, slot back
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._returning.append(self._held.pop())
                 self._flush()
             raise
@@ -315,6 +317,7 @@ class RedisLimiter:
                 continue
             want = sum(not w.done() for w in waiters)
             args = (self.config.calls, us["period"], us["interval"], us["slack"], us["lease"])
+            asked = self._loop.time()  # the slots' leases end a lease after it or later
             try:
                 reply = await self._run(
                     self._acquire, (*args, want, self._ttl), self.config.redis_timeout
@@ -339,7 +342,7 @@ class RedisLimiter:
             if self._returning:
                 self._flush()
             if granted and (self._renewer is None or self._renewer.done()):
-                self._renewer = self._spawn(self._keep_leases())
+                self._renewer = self._spawn(self._keep_leases(asked))
             if wait > 0 and waiters:
                 await asyncio.sleep(wait / 1e6)
 
@@ -359,25 +362,30 @@ class RedisLimiter:
                 # past its lease, Redis counts the slot as ended by itself
                 await self._quietly(self._run(self._release, args, self.config.lease), "release")
 
-    async def _keep_leases(self) -> None:
-        """Renew the leases of this process's slots every third of a lease while any
-        call holds one."""
-        every = self.config.lease / 3
+    async def _keep_leases(self, renewed: float) -> None:
+        """Renew this process's leases every third of a lease while a call holds one
+        (the oldest began at ``renewed`` or later); a renewal that fails is tried again
+        at once, with backoff, until that lease ends: only Redis away until then lets a
+        slot lapse (docs/architecture.md#the-rate-limit-across-processes)."""
+        lease = self.config.lease
         while self._held or self._ending:
-            await asyncio.sleep(every)
-            slots = self._held + self._ending
+            await asyncio.sleep(max(0.0, renewed + lease / 3 - self._loop.time()))
+            slots, asked = self._held + self._ending, self._loop.time()
             if not slots:
                 return
             args = [self._us["lease"], self._ttl, *slots]
-            try:
-                lapsed = await self._run(self._renew, args, every)
+            try:  # past the lease's end: keep trying, a warning every third of it
+                lapsed = await self._run(
+                    self._renew, args, max(renewed + lease - asked, lease / 3)
+                )
             except RateLimitUnavailableError as exc:
                 logger.warning("rate limit leases not renewed: %s", exc)
                 continue
+            renewed = asked  # sent then or later: the leases end a lease after it
             if lapsed:
                 logger.warning(
                     "%d call(s) outlived their rate limit lease (Redis was unreachable "
-                    "for longer than it): raise RedisRateLimit.lease",
+                    "until it ended): raise RedisRateLimit.lease",
                     lapsed,
                 )
 

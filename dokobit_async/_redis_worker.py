@@ -31,8 +31,11 @@ group.
   decision and log line (``failed_attempt``, ``DispatchPolicy``: ``max_attempts``,
   ``base_delay``, ``max_delay``); failed events wait in a sorted set by server time
   until due.
-* **Redis going away** is one log line per failed round, and the worker tries again
-  with a growing delay (up to 30 s); what it held is reclaimed after the lease.
+* **Redis going away** is one log line per failed round (as is any other error of a
+  round), and the worker tries again with a growing delay (up to 30 s); what it held
+  is reclaimed after the lease. A worker restarted with the same name reads its own
+  pending entries first (``XREADGROUP`` from ``0``): it takes its events back at
+  once, not after the lease.
 * **No secret in a log line or a stored error**: the client's access token (and any
   ``secrets``) is masked in every spelling (``_redact``).
 
@@ -43,6 +46,9 @@ parallelism is capped by the partition count; and a signing waiting for a retry
 holds up every other signing of its partition. Turns let any number of workers on
 any host share the work, block only the signing that waits, and leave reclaim to
 ``XAUTOCLAIM``.
+
+Needs Redis 7.0 or newer: ``XAUTOCLAIM`` must leave out the entries deleted from the
+stream (6.2 returns them with no fields), which the per-entry turns rely on.
 
 Not here: pipeline consumers, which the in-process dispatcher has. The receivers
 that feed the inbox must not dispatch from it: they run with no router
@@ -102,7 +108,7 @@ class RedisWorker:
             ``shutdown_timeout``.
         name: This worker's name in the consumer group (no spaces; default: host and
             process id). A restarted worker with the same name takes its entries
-            back at once.
+            back at once (its first round reads them).
         client: With the default ``confirm``, each event the status endpoint can
             confirm is confirmed against the API before its handlers run (the reads
             share the client's rate limit; you open and close the client); its
@@ -150,6 +156,8 @@ class RedisWorker:
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._rng = random.Random()
+        # where the first rounds read this name's own pending entries from (a restart's)
+        self._own: bytes | None = b"0"
 
     def __repr__(self) -> str:
         return f"RedisWorker({self.name!r}, {self.inbox!r})"
@@ -184,7 +192,7 @@ class RedisWorker:
                 try:
                     await self._round()
                     failures = 0
-                except (RedisError, InboxError, OSError) as exc:
+                except Exception as exc:  # Redis away, or a bug of ours: logged, again
                     failures += 1
                     delay = min(_RETRY_MAX, 0.1 * 2**failures) * self._rng.uniform(0.5, 1)
                     logger.error(
@@ -198,8 +206,10 @@ class RedisWorker:
         finally:
             if self._running:
                 await asyncio.wait(self._running, timeout=self.policy.shutdown_timeout)
-            for task in self._running:
+            left = list(self._running)
+            for task in left:
                 task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)  # before the clients close
 
     def _shown(self, exc: BaseException) -> str:
         """``exc`` as a log line shows it: secrets masked, printable."""
@@ -234,9 +244,18 @@ class RedisWorker:
             finally:
                 stopped.cancel()
             return
-        lease_ms = int(self._lease * 1000)
-        claimed = await client.xautoclaim(stream, GROUP, self.name, lease_ms, "0-0", count=room)
-        entries = list(claimed[1])
+        entries: list[Any] = []
+        if self._own is not None:  # a restart under the same name: its entries back
+            mine: Any = await client.xreadgroup(GROUP, self.name, {stream: self._own}, count=room)
+            entries += [entry for _, found in mine for entry in found]
+            # (as many as there was room for: the rest in the next rounds, after these)
+            self._own = entries[-1][0] if len(entries) == room else None
+        if len(entries) < room:
+            lease_ms = int(self._lease * 1000)
+            claimed = await client.xautoclaim(
+                stream, GROUP, self.name, lease_ms, "0-0", count=room - len(entries)
+            )
+            entries += list(claimed[1])
         if len(entries) < room:
             read: Any = await client.xreadgroup(
                 GROUP,
@@ -246,19 +265,22 @@ class RedisWorker:
                 block=int(block),
             )
             entries += [entry for _, found in read for entry in found]
+        # (an entry deleted from the stream but still pending comes with no fields)
+        entries = [(xid, fields) for xid, fields in entries if fields and b"id" in fields]
         if self._stopping.is_set():  # stopped during the read: for the other workers
             if entries:
-                pairs = [part for xid, fields in entries for part in (xid, fields[b"id"])]
-                await self._script("RELEASE", GROUP, self.name, *pairs)
+                parts = [(xid, fields[b"id"], fields.get(b"q", b"")) for xid, fields in entries]
+                await self._script("RELEASE", GROUP, self.name, *(p for t in parts for p in t))
             return
         for entry_id, fields in entries:
-            task = asyncio.get_running_loop().create_task(self._take(entry_id, fields[b"id"]))
+            take = self._take(entry_id, fields[b"id"], fields.get(b"q", b""))
+            task = asyncio.get_running_loop().create_task(take)
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _take(self, entry_id: bytes, id: bytes) -> None:
+    async def _take(self, entry_id: bytes, id: bytes, queue: bytes) -> None:
         try:
-            verdict = await self._script("TAKE", GROUP, entry_id, self.name, id)
+            verdict = await self._script("TAKE", GROUP, entry_id, self.name, id, queue)
             if isinstance(verdict, list):  # ['run', the event's hash]; else why not
                 await self._attempt(entry_id, verdict[1])
         except (RedisError, InboxError, OSError) as exc:  # reclaimed after the lease
@@ -280,7 +302,8 @@ class RedisWorker:
             state, error, confirmed_now, done = await self._decide(stored, asked)
         finally:
             beat.cancel()
-        args: list[Any] = [GROUP, entry_id, self.name, stored.id]
+        queue = dict(zip(flat[::2], flat[1::2], strict=True))[b"q"]
+        args: list[Any] = [GROUP, entry_id, self.name, stored.id, queue]
         if state == "failed":
             kept, delay = failed_attempt(
                 stored, error, policy=self.policy, secrets=self._secrets, rng=self._rng

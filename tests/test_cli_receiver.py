@@ -561,7 +561,7 @@ def test_an_inbox_url_that_cannot_work_is_one_line(
 
 
 def test_listen_on_redis_stores_and_answers_only_with_no_dispatch(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], redis_url: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], redis_url: str, handlers_module: str
 ) -> None:
     """``listen --inbox redis://... --no-dispatch`` (no router): a postback is stored in
     Redis and answered 200, a duplicate stored once, nothing runs it here (pending,
@@ -574,6 +574,10 @@ def test_listen_on_redis_stores_and_answers_only_with_no_dispatch(
     assert code == 2
     assert_one_error_line(err)
     assert "--router is required (or --no-dispatch" in err
+    code, _, err = run(capsys, "listen", "--inbox", str(tmp_path / "x.db"), "--no-dispatch")
+    assert code == 2
+    assert_one_error_line(err)
+    assert "--no-dispatch needs a Redis inbox" in err
 
     env = _listener_env(tmp_path, DOKOBIT_POSTBACK_SECRET="shared-by-every-replica-0123")
     listener = Listener(tmp_path, None, "--inbox", redis_url, "--no-dispatch", env=env)
@@ -591,6 +595,13 @@ def test_listen_on_redis_stores_and_answers_only_with_no_dispatch(
     assert code == 0
     rows = out.splitlines()[1:]
     assert [row.split()[2:4] for row in rows] == [["pending", "signer_signed"]]
+    dispatching = Listener(tmp_path, handlers_module, "--inbox", redis_url, env=env)
+    try:  # a listener that dispatches from a shared inbox says it must be the only one
+        code, _, err = dispatching.stop()  # (it runs the event)
+    finally:
+        dispatching.kill()
+    assert code == 0, err
+    assert "no other listener nor `work` may dispatch from it" in err
 
 
 def test_listen_on_a_redis_that_refuses_is_one_line_at_start(

@@ -24,6 +24,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis.asyncio
+import redis.exceptions
 from _ratelimit_server import counting_server, limited_once, most_in_a_window, overload, paused
 from _redis import RedisServer, start_redis
 
@@ -227,6 +228,41 @@ async def test_a_call_cancelled_before_it_was_sent_takes_no_slot(
     assert task.cancelled()
     assert await watcher.zcard(token_keys(TOKEN)[0]) == 0
     assert await watcher.zcard(token_keys(TOKEN)[1]) == 1  # one call ended, not two
+
+
+@pytest.mark.parametrize("under_way", [0, 1])
+async def test_a_call_cancelled_as_its_error_is_set_gives_back_no_slot(
+    connect: Connect, under_way: int
+) -> None:
+    """A call cancelled (a timeout firing) in the very turn that Redis's failure was
+    set on its waiter holds no slot: it raises the cancellation (not an IndexError),
+    and gives back nothing, so the slot of another call under way stays taken in
+    Redis until that call ends (counted, not freed early)."""
+    limit = RedisRateLimit(connect(), calls=5, period=3600.0)
+    limiter = limit._limiter(TOKEN)
+    for _ in range(under_way):
+        await asyncio.wait_for(limiter.acquire(), BUDGET)
+    ask = limiter._acquire
+    task: asyncio.Task[None] | None = None
+
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        assert task is not None
+        asyncio.get_running_loop().call_soon(task.cancel)  # before the task resumes
+        raise redis.exceptions.ResponseError("refused")
+
+    limiter._acquire = refused  # type: ignore[assignment]
+    task = asyncio.create_task(limiter.acquire())
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), BUDGET)
+    limiter._acquire = ask
+    await limiter.drain()
+    watcher = connect()
+    assert task.cancelled()
+    assert await watcher.zcard(token_keys(TOKEN)[0]) == under_way  # still taken
+    for _ in range(under_way):
+        limiter.release()
+    await limit.aclose()
+    assert await watcher.zcard(token_keys(TOKEN)[0]) == 0
+    assert await watcher.zcard(token_keys(TOKEN)[1]) == under_way  # ended, not given back
 
 
 async def test_a_redis_that_refuses_the_script_fails_the_waiting_calls_at_once(

@@ -321,15 +321,22 @@ async def test_stop_with_a_hung_handler_returns_after_the_shutdown_timeout(
     redis_url: str,
 ) -> None:
     """A full worker (concurrency 1) whose handler hangs still stops: run() returns
-    once the policy's shutdown_timeout is over, the handler cancelled, and the event
-    stays pending with nothing recorded, for another worker after the lease."""
+    once the policy's shutdown_timeout is over and the handler, cancelled, has
+    unwound (its cleanup awaited before the worker's clients close); the event stays
+    pending with nothing recorded, for another worker after the lease."""
     router = Router()
     started = asyncio.Event()
+    unwound: list[str] = []
 
     @router.on_any
     async def hang(event: Event) -> None:
         started.set()
-        await asyncio.Event().wait()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for _ in range(3):  # cleanup that itself awaits
+                await asyncio.sleep(0)
+            unwound.append(event.action)
 
     policy = DispatchPolicy(concurrency=1, shutdown_timeout=0.2)
     async with RedisInbox(redis_url) as inbox:
@@ -339,6 +346,7 @@ async def test_stop_with_a_hung_handler_returns_after_the_shutdown_timeout(
             await asyncio.wait_for(started.wait(), timeout=10)
             await worker.stop()
             await asyncio.wait_for(run, timeout=10)
+            assert unwound == ["signer_signed"]
         event = await inbox.get("hung")
     assert event is not None
     assert (event.state, event.attempts) == ("pending", 0)

@@ -291,6 +291,7 @@ async def test_an_entry_replaced_by_a_hand_over_never_runs_its_event(redis_url: 
     the pending list; had it taken B's turn, the turn would look stale and the
     hand-over entry would run B a second time. Only the current entry runs B: one
     'run' among the two, whatever their order."""
+    from dokobit_async._inbox_redis_layout import queue_key
     from dokobit_async._redis_worker import GROUP
 
     async with RedisInbox(redis_url) as inbox, RedisWorker(redis_url, Router(), name="w") as w:
@@ -303,7 +304,9 @@ async def test_an_entry_replaced_by_a_hand_over_never_runs_its_event(redis_url: 
             read: Any = await client.xreadgroup(GROUP, "w", {stream: ">"}, count=10)
             (a_entry, _), (b_first, _) = read[0][1]
             assert (await w._script("TAKE", GROUP, a_entry, "w", "A"))[0] == b"run"
-            await w._script("FINISH", GROUP, a_entry, "w", "A", "0", "0", "done", "0", "", "0")
+            queue = queue_key(inbox.prefix, "sig-r", "A")
+            done = ("0", "0", "done", "0", "", "0")  # an attempt that succeeded
+            await w._script("FINISH", GROUP, a_entry, "w", "A", queue, *done)
             read = await client.xreadgroup(GROUP, "w", {stream: ">"}, count=10)
             ((b_hand_over, _),) = read[0][1]
             first = await w._script("TAKE", GROUP, b_first, "w", "B")

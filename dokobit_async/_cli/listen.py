@@ -310,12 +310,19 @@ async def listen(args: argparse.Namespace, client: DokobitClient | None) -> int:
     """Serve the receiver until SIGINT or SIGTERM; print the postback URL to use."""
     if args.dispatch and not args.router:
         raise CliError("--router is required (or --no-dispatch: store and answer only)", 2)
+    where = inbox_location(args.inbox)
+    if not args.dispatch and where.kind != "redis":  # `work` reads Redis inboxes only
+        raise CliError("--no-dispatch needs a Redis inbox: nothing else runs the handlers", 2)
     router = load_router(args.router) if args.dispatch else None
     public = public_url(args.public_url) if args.public_url else None
-    where = inbox_location(args.inbox)
     secret, told = postback_secret(args.secret_env, where)
     if told:
         note(told)
+    if args.dispatch and where.kind == "redis":
+        note(
+            "this listener runs the handlers of a shared Redis inbox: no other listener "
+            "nor `work` may dispatch from it (replicas: --no-dispatch, and `work`)"
+        )
     if args.confirm and client is None and args.dispatch:
         note("no access token: events reach the handlers unconfirmed (--no-confirm silences this)")
     _raise_files_limit(args.max_connections)
