@@ -38,7 +38,6 @@ __all__ = [
     "ERROR_LIMIT",
     "RECORD_RETRY_BASE",
     "RECORD_RETRY_MAX",
-    "UNCONFIRMED",
     "Outcome",
     "Progress",
     "Recorder",
@@ -74,10 +73,6 @@ class Progress:
     write_failures: int = 0  # failed attempts to record ``outcome``
 
 
-UNCONFIRMED = "the API does not confirm this event"
-"""The error kept with an event set aside as ``unconfirmed``."""
-
-
 def unconfirmed(stored: StoredEvent) -> str:
     """An event the API keeps contradicting is set aside (one log line); the error
     to keep with it. Shared by the dispatcher and the Redis workers."""
@@ -86,7 +81,7 @@ def unconfirmed(stored: StoredEvent) -> str:
         printable(stored.action),
         shown_token(stored.signing_token),
     )
-    return UNCONFIRMED
+    return "the API does not confirm this event"
 
 
 def failed_attempt(

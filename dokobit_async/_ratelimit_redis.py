@@ -34,13 +34,13 @@ from collections import deque
 from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import redis.asyncio
 import redis.exceptions
 
 from . import _ratelimit_lua as lua
+from ._urls import server_address
 from .exceptions import DokobitError
 from .ratelimit import RateLimit
 
@@ -77,12 +77,7 @@ def _shown(target: object) -> str:
     """A Redis URL without its password (or a client, by its type)."""
     if not isinstance(target, str):
         return f"<{type(target).__name__}>"
-    parts = urlsplit(target)
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # not a number: shown as nothing, not as typed
-        port = ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+    return server_address(target)
 
 
 @attrs.frozen

@@ -30,7 +30,8 @@ _VOLATILE = ("--appendonly", "no")
 _DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port that nothing listens on (now)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -106,7 +107,7 @@ def start_redis(
         pytest.skip(HOW_TO_GET_ONE)
     wanted = port
     for _ in range(5):  # a port taken between choosing and binding: choose again
-        port = wanted or _free_port()
+        port = wanted or free_port()
         log = directory / f"redis-{port}.log"
         options = [*_OPTIONS, *(_DURABLE if persistent else _VOLATILE)]
         with log.open("ab") as stderr:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from _redis import free_port
 
 from dokobit_async._cli.inboxes import inbox_location, opened
 from dokobit_async.cli import main
@@ -529,13 +530,6 @@ def test_inbox_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path:
     assert "ambiguous" in err
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize(
     ("value", "code", "says"),
     [
@@ -551,7 +545,7 @@ def test_an_inbox_url_that_cannot_work_is_one_line(
 ) -> None:
     """A URL that names no inbox is a usage error; a Redis server that refuses the
     connection is one error line, which shows where without the password."""
-    port = str(_closed_port())
+    port = str(free_port())
     value, says = value.replace("{port}", port), says.replace("{port}", port)
     got, out, err = run(capsys, "inbox", "list", "--inbox", value)
     assert (got, out) == (code, "")
@@ -610,7 +604,7 @@ def test_listen_on_a_redis_that_refuses_is_one_line_at_start(
     """``listen`` with a Redis inbox whose server refuses the connection stops at
     start with one error line (exit 1) that says where, without the URL's password."""
     monkeypatch.setenv("DOKOBIT_POSTBACK_SECRET", "shared-by-every-replica-0123")
-    port = _closed_port()
+    port = free_port()
     inbox = f"redis://:hunter2-not-shown@127.0.0.1:{port}/0"
     code, out, err = run(capsys, "listen", "--inbox", inbox, "--no-dispatch", "--port", "0")
     assert (code, out) == (1, "")

@@ -22,8 +22,7 @@ import pytest
 import redis.asyncio
 from _processes import kill_and_reap
 from _receiver_helpers import wait_until
-from _redis import running_redis, start_persistent
-from test_cli_receiver import _closed_port
+from _redis import free_port, running_redis, start_persistent
 from test_redis_worker_confirm import _spellings, add
 
 from dokobit_async import DokobitClient
@@ -281,7 +280,7 @@ def test_what_cannot_start_is_one_line(
     error line, and the URL's password is never in it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    port = str(_closed_port())
+    port = str(free_port())
     inbox, says = inbox.replace("{port}", port), says.replace("{port}", port)
     argv = ["work", "--inbox", inbox, *(("--router", f"{handlers}:router") if router else ())]
     got = main(argv)
