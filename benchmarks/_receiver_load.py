@@ -130,17 +130,20 @@ def remove_files(where: Path, prefix: str) -> None:
 
 
 @contextlib.contextmanager
-def running(kinds: tuple[str, ...], tag: str, where: str | None) -> Iterator[dict[str, Server]]:
+def running(
+    kinds: tuple[str, ...], tag: str, where: str | None, entry: str = __file__
+) -> Iterator[dict[str, Server]]:
     """A server process of each kind, pinned to the server CPU (each pins itself
     before this process is pinned to the load CPU), its SQLite file in ``where`` (see
-    :func:`workdir`); on the way out, stopped and its files removed."""
+    :func:`workdir`); on the way out, stopped and its files removed. ``entry``: the
+    script the servers run (``--serve KIND``), this one by default."""
     server_cpu, load_cpu = pin()
     prefix = f"{tag}-{os.getpid()}-"
     with workdir(where) as path:
         servers: dict[str, Server] = {}
         try:
             for kind in kinds:
-                servers[kind] = Server(kind, server_cpu, path / f"{prefix}{kind}.db")
+                servers[kind] = Server(kind, server_cpu, path / f"{prefix}{kind}.db", entry)
             if load_cpu is not None:
                 os.sched_setaffinity(0, {load_cpu})
             yield servers
@@ -263,10 +266,10 @@ def serve(kind: str, info_file: str, cpu: int | None, db: str) -> None:
 class Server:
     """A server process of ``kind`` with its database file ``db``, pinned to ``cpu``."""
 
-    def __init__(self, kind: str, cpu: int | None, db: Path):
+    def __init__(self, kind: str, cpu: int | None, db: Path, entry: str = __file__):
         self.kind = kind
         info_file = tempfile.mktemp(prefix="dokobit-bench-server-")  # noqa: S306 - local
-        command = [sys.executable, __file__, "--serve", kind, "--info", info_file]
+        command = [sys.executable, entry, "--serve", kind, "--info", info_file]
         command += ["--db", str(db)] + ([] if cpu is None else ["--cpu", str(cpu)])
         self.proc = subprocess.Popen(command)
         try:

@@ -60,6 +60,10 @@ class Backlog:
     def __len__(self) -> int:
         return len(self._known)
 
+    def size(self) -> int:
+        """Events held and not finished: queued, or new ones waiting for a sweep."""
+        return len(self._known) + len(self._deferred)
+
     @property
     def full(self) -> bool:
         """Whether there is no room for another event."""

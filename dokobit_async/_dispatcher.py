@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 
 import attrs
 
+from . import _telemetry
 from ._backlog import IDLE_POLL, SWEEP_WAIT, Backlog
 from ._confirm import Confirmation, confirmed
 from ._outcomes import Outcome, Progress, Recorder, unconfirmed
@@ -44,7 +45,7 @@ from ._pressure import BackPressure
 from ._redact import error_text, printable
 from .events import Event, parse_postback
 from .inbox import Inbox, StoredEvent
-from .routing import Router
+from .routing import Router, dispatch_attempt
 
 __all__ = ["Delivery", "Dispatcher"]
 
@@ -163,6 +164,8 @@ class Dispatcher:
             worker.add_done_callback(_log_failure)
             self._workers.append(worker)
         next_scan = self._clock() + (0.0 if self.backlog.behind else IDLE_POLL)  # after start()
+        hooks = _telemetry.receiver
+        unwatch = None if hooks is None else hooks.watch_backlog(self.backlog.size)
         try:
             while True:
                 self.wake.clear()
@@ -177,6 +180,8 @@ class Dispatcher:
                 await self._sleep_until_woken(until - self._clock())
         finally:
             self._stop_workers()
+            if unwatch is not None:
+                unwatch()
 
     def _is_idle(self) -> bool:
         return not self._running and not len(self.backlog) and not self.backlog.behind
@@ -284,6 +289,8 @@ class Dispatcher:
             raise
         if after is None:  # finished: done, dead, unconfirmed (or gone)
             self.recorder.progress.pop(stored.id, None)
+            if outcome.state == "dead" and (hooks := _telemetry.receiver) is not None:
+                hooks.dead_letter(stored)
         self._settle(key, after)
 
     def _settle(self, key: str, after: StoredEvent | None) -> None:
@@ -345,7 +352,8 @@ class Dispatcher:
                 if confirmed is False:
                     return Outcome("unconfirmed", unconfirmed(stored))
                 progress.confirmed = True
-            handled = await self._dispatch(event, stored.handlers_done | progress.succeeded)
+            done = stored.handlers_done | progress.succeeded
+            handled = await self._dispatch(event, stored, done)
         except Exception as exc:  # a bug of ours: retried like a failed handler
             logger.exception("dispatching postback %s failed", printable(stored.action))
             return self.recorder.failed(stored, f"dispatcher: {error_text(exc)}")
@@ -364,7 +372,7 @@ class Dispatcher:
         )
 
     async def _dispatch(
-        self, event: Event, done: frozenset[str]
+        self, event: Event, stored: StoredEvent, done: frozenset[str]
     ) -> dict[str, BaseException | None]:
         waits: dict[str, Awaitable[BaseException | None]] = {}
         for name, queue in self.queues.items():
@@ -375,7 +383,9 @@ class Dispatcher:
             )
             await queue.put(Delivery(event, outcome))
             waits[CONSUMER_PREFIX + name] = outcome
-        handled = await self.router.dispatch(event, skip=done)
+        handled = await dispatch_attempt(
+            self.router, event, stored, done, self.policy.max_attempts
+        )
         for name, wait in waits.items():
             try:
                 handled[name] = await asyncio.wait_for(wait, self.policy.ack_timeout)

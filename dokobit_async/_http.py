@@ -11,16 +11,21 @@ bodies itself, the receiver takes what aiohttp decoded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 from aiohttp.web_log import AccessLogger
+from aiohttp.web_protocol import RequestPayloadError
 
 from ._redact import printable, redact
+
+if TYPE_CHECKING:
+    from ._telemetry import PostbackSpan
 
 __all__ = [
     "RAW_BODIES",
@@ -31,6 +36,8 @@ __all__ = [
     "check_access_logger",
     "expect_continue",
     "read_body",
+    "received_body",
+    "refuse",
     "sender_gone",
     "unsupported_coding",
 ]
@@ -53,6 +60,14 @@ class BadBodyError(Exception):
 def answer(status: int, text: str) -> web.Response:
     """A plain-text answer of one line."""
     return web.Response(status=status, text=text + "\n")
+
+
+def refuse(span: PostbackSpan | None, reason: str, status: int, text: str) -> web.Response:
+    """A refusal (:func:`answer`), told to the postback's span, if there is one, as
+    ``reason`` (a short code, never the sender's text)."""
+    if span is not None:
+        span.refused(reason, status)
+    return answer(status, text)
 
 
 def sender_gone(request: web.BaseRequest) -> bool:
@@ -139,6 +154,48 @@ class _Inflater:
     def finish(self) -> None:
         if self.decoder is None or not self.decoder.eof:
             raise BadBodyError(f"the {self.coding} stream is incomplete")
+
+
+async def received_body(
+    request: web.Request, limit: int, timeout: float, span: PostbackSpan | None
+) -> bytes | web.Response:
+    """The postback's body, decoded, or the refusal to answer with (told to ``span``):
+    an unsupported ``Content-Encoding`` or a body that does not decode (400, closing
+    the connection), larger than ``limit`` bytes (413), slower than ``timeout``
+    seconds (408), broken framing (400), a sender that hung up mid-body."""
+    coding = unsupported_coding(request)
+    if coding is not None:
+        logger.info("postback refused: unsupported Content-Encoding %s", printable(coding, 40))
+        response = refuse(span, "unsupported_encoding", 400, "unsupported Content-Encoding")
+        response.force_close()  # the body that follows is not ours to interpret
+        return response
+    if (request.content_length or 0) > limit:
+        return refuse(span, "too_large", 413, f"body larger than {limit} bytes")
+    try:
+        if request.content.is_eof():  # all of it is here (the usual): no timer needed
+            body = await read_body(request, limit)
+        else:
+            body = await asyncio.wait_for(read_body(request, limit), timeout=timeout)
+    except asyncio.TimeoutError:
+        return refuse(span, "too_slow", 408, "the body did not arrive in time")
+    except BadBodyError as exc:
+        logger.info("postback refused: %s", printable(exc))
+        response = refuse(span, "undecodable", 400, f"the body could not be read: {exc}")
+        response.force_close()
+        return response
+    except RequestPayloadError:  # aiohttp could not decode or frame it
+        logger.info("postback refused: the body could not be read (encoding or framing)")
+        if span is not None:
+            span.refused("unreadable", 400)
+        return await answer_and_close(request, 400, "the body could not be read")
+    except OSError:  # e.g. ConnectionResetError: nobody is left to answer
+        logger.info("postback not received: the sender closed the connection mid-body")
+        return refuse(
+            span, "sender_gone", 400, "the connection closed before the body was complete"
+        )
+    if body is None:
+        return refuse(span, "too_large", 413, f"body larger than {limit} bytes")
+    return body
 
 
 async def answer_and_close(request: web.Request, status: int, text: str) -> web.Response:

@@ -18,6 +18,7 @@ from .exceptions import InvalidArgumentError
 
 __all__ = [
     "STATES",
+    "TRACEPARENT_MAX",
     "Inbox",
     "InboxState",
     "Lifecycle",
@@ -67,12 +68,16 @@ class StoredEvent:
     """The last failure, if any."""
     handlers_done: frozenset[str]
     """Names of the handlers (or consumers) that succeeded for this event."""
+    traceparent: str | None = None
+    """The W3C ``traceparent`` of the span that received the postback, or None: what
+    lets a handler's span link to it, in another process too. Opaque to the inbox,
+    which stores it with the event and hands it back unchanged."""
 
 
 def pending_event(row: NewRow, seq: int) -> StoredEvent:
     """The event an :meth:`Inbox.add` just stored: ``row`` (from :func:`new_row`) as
     number ``seq``, pending, with no attempts yet."""
-    id, signing_token, action, body, content_type, received_at = row
+    id, signing_token, action, body, content_type, received_at, traceparent = row
     return StoredEvent(
         id=id,
         seq=seq,
@@ -86,6 +91,7 @@ def pending_event(row: NewRow, seq: int) -> StoredEvent:
         next_attempt_at=0.0,
         last_error=None,
         handlers_done=frozenset(),
+        traceparent=traceparent,
     )
 
 
@@ -107,11 +113,15 @@ class Inbox(Protocol):
         body: bytes,
         content_type: str,
         received_at: float,
+        traceparent: str | None = None,
     ) -> StoredEvent | None:
         """Store a new pending event; the event as stored (with its ``seq``), or
-        ``None`` if ``id`` is already stored (a duplicate: nothing changes).
+        ``None`` if ``id`` is already stored (a duplicate: nothing changes, the first
+        event's ``traceparent`` included).
 
-        When this returns, the event is durable.
+        ``traceparent`` (the W3C trace context of the span that received the
+        postback, or None) is stored with the event as an opaque string of at most
+        256 printable ASCII characters. When this returns, the event is durable.
         """
 
     async def get(self, id: str) -> StoredEvent | None:
@@ -191,17 +201,28 @@ def check_limit(limit: int) -> None:
         raise InvalidArgumentError(f"limit must be a non-negative integer, not {limit!r}")
 
 
-NewRow = tuple[str, str, str, bytes, str, float]
+NewRow = tuple[str, str, str, bytes, str, float, "str | None"]
 """The checked arguments of :meth:`Inbox.add`, in the table's column order."""
+
+TRACEPARENT_MAX = 256
+"""The longest ``traceparent`` an inbox stores (a W3C one is 55 characters)."""
 
 
 def new_row(
-    id: str, signing_token: str, action: str, body: bytes, content_type: str, received_at: float
+    id: str,
+    signing_token: str,
+    action: str,
+    body: bytes,
+    content_type: str,
+    received_at: float,
+    traceparent: str | None = None,
 ) -> NewRow:
     """The arguments of :meth:`Inbox.add` checked, as one row.
 
     Raises:
-        InvalidArgumentError: ``id`` is empty or a field has the wrong type.
+        InvalidArgumentError: ``id`` is empty, a field has the wrong type, or
+            ``traceparent`` is not None nor a string of at most
+            :data:`TRACEPARENT_MAX` printable ASCII characters.
     """
     # Checked here so that one bad event can never fail a whole group commit.
     if not isinstance(id, str) or not id:
@@ -215,7 +236,16 @@ def new_row(
             raise InvalidArgumentError(f"{name} must be a string")
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise InvalidArgumentError("body must be bytes")
-    return (id, signing_token, action, bytes(body), content_type, float(received_at))
+    if traceparent is not None and not (
+        isinstance(traceparent, str)
+        and len(traceparent) <= TRACEPARENT_MAX
+        and traceparent.isascii()
+        and traceparent.isprintable()
+    ):
+        raise InvalidArgumentError(
+            f"traceparent must be None or at most {TRACEPARENT_MAX} printable ASCII characters"
+        )
+    return (id, signing_token, action, bytes(body), content_type, float(received_at), traceparent)
 
 
 class Lifecycle:

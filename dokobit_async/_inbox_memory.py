@@ -66,10 +66,11 @@ class MemoryInbox(Lifecycle):
         body: bytes,
         content_type: str,
         received_at: float,
+        traceparent: str | None = None,
     ) -> StoredEvent | None:
         """Store a new pending event; the event as stored, or ``None`` if ``id`` is
         already stored."""
-        row = new_row(id, signing_token, action, body, content_type, received_at)
+        row = new_row(id, signing_token, action, body, content_type, received_at, traceparent)
         self._require_open()
         if id in self._events:
             return None

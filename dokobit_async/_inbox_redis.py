@@ -219,19 +219,21 @@ class RedisInbox(Lifecycle):
         body: bytes,
         content_type: str,
         received_at: float,
+        traceparent: str | None = None,
     ) -> StoredEvent | None:
         """Store a new pending event; the event as stored, or ``None`` if ``id`` is
         already stored (by this or any other replica).
 
         Returns once the server has answered the script that stored it (with the
         other adds that queued up while the previous batch was on its way)."""
-        row = new_row(id, signing_token, action, body, content_type, received_at)
+        row = new_row(id, signing_token, action, body, content_type, received_at, traceparent)
         queue = queue_key(self._prefix, signing_token, id)
+        tp = "" if traceparent is None else "=" + traceparent  # (see layout.ADD)
         self._require_open()
         self._busy += 1
         try:
             seq = await self._batcher.add(
-                (id, signing_token, action, row[3], content_type, repr(row[5]), queue)
+                (id, signing_token, action, row[3], content_type, repr(row[5]), queue, tp)
             )
         finally:
             self._idle()

@@ -11,10 +11,11 @@ tag, so that one inbox is one slot and a script may reach each of its keys):
 ``e:<id>``
     One hash per event: ``id``, ``seq``, ``sig`` (the signing token), ``action``, ``body``,
     ``ctype``, ``at`` (received_at), ``state``, ``attempts``, ``next``
-    (next_attempt_at), ``err`` (last_error, absent when none), ``q`` (the key of its
-    queue), ``xid`` (its stream entry while pending)
-    and one field ``h:<name>`` per handler that succeeded (a mark: set once, never
-    read back as a counter).
+    (next_attempt_at), ``err`` (last_error, absent when none), ``tp`` (the opaque
+    traceparent, absent when none), ``q`` (the key of its queue), ``xid`` (its
+    stream entry while pending) and one field ``h:<name>`` per handler that
+    succeeded (a mark: set once, never read back as a counter). A worker reads the
+    whole hash (``HGETALL``), so it gets what ``get()`` gets.
 ``all`` and ``s:<state>``
     Sorted sets of event ids scored by ``seq``: every event, and the events in each
     state (``list``, ``pending``, ``counts``, ``retry``, ``purge`` read them).
@@ -164,12 +165,13 @@ end
 
 ADD = """
 -- Store new events, each as one pending event unless its id is taken (then nil).
--- KEYS: seq (for the slot). ARGV: prefix, then 7 per event: id, signing token,
--- action, body, content type, received_at, its signing's queue key.
--- The seq of each event, or nil for a duplicate (also within the call).
+-- KEYS: seq (for the slot). ARGV: prefix, then 8 per event: id, signing token,
+-- action, body, content type, received_at, its signing's queue key, and '' for no
+-- traceparent or '=' followed by it. The seq of each event, or nil for a duplicate
+-- (also within the call: the first keeps its traceparent).
 local P = ARGV[1]
 local out = {}
-for i = 2, #ARGV, 7 do
+for i = 2, #ARGV, 8 do
   local id, q = ARGV[i], ARGV[i + 6]
   local e = P .. 'e:' .. id
   if redis.call('EXISTS', e) == 1 then
@@ -180,6 +182,7 @@ for i = 2, #ARGV, 7 do
     redis.call('HSET', e, 'id', id, 'seq', seq, 'sig', ARGV[i + 1], 'action', ARGV[i + 2],
       'body', ARGV[i + 3], 'ctype', ARGV[i + 4], 'at', ARGV[i + 5], 'state', 'pending',
       'attempts', 0, 'next', '0', 'q', q, 'xid', xid)
+    if ARGV[i + 7] ~= '' then redis.call('HSET', e, 'tp', string.sub(ARGV[i + 7], 2)) end
     redis.call('ZADD', P .. 'all', seq, id)
     redis.call('ZADD', P .. 's:pending', seq, id)
     redis.call('ZADD', q, seq, id)
@@ -283,7 +286,7 @@ def event_from_flat(flat: builtins.list[bytes]) -> StoredEvent:
 
 def event_from_hash(fields: dict[bytes, bytes]) -> StoredEvent:
     """The :class:`StoredEvent` of an event's hash."""
-    error = fields.get(b"err")
+    error, traceparent = fields.get(b"err"), fields.get(b"tp")
     return StoredEvent(
         id=fields[b"id"].decode(),
         seq=int(fields[b"seq"]),
@@ -297,4 +300,5 @@ def event_from_hash(fields: dict[bytes, bytes]) -> StoredEvent:
         next_attempt_at=float(fields[b"next"]),
         last_error=None if error is None else error.decode(),
         handlers_done=frozenset(k[2:].decode() for k in fields if k.startswith(b"h:")),
+        traceparent=None if traceparent is None else traceparent.decode(),
     )

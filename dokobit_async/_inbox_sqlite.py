@@ -187,13 +187,14 @@ class SQLiteInbox(Lifecycle):
         body: bytes,
         content_type: str,
         received_at: float,
+        traceparent: str | None = None,
     ) -> StoredEvent | None:
         """Store a new pending event; the event as stored, or ``None`` if ``id`` is
         already stored.
 
         Returns once the transaction that holds the event has committed (group commit).
         """
-        row = new_row(id, signing_token, action, body, content_type, received_at)
+        row = new_row(id, signing_token, action, body, content_type, received_at, traceparent)
         seq: int | None = await self._enqueue(functools.partial(insert_op, row))
         return None if seq is None else pending_event(row, seq)
 

@@ -42,7 +42,7 @@ __all__ = [
     "set_state_op",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The ``PRAGMA user_version`` that this code creates and understands."""
 
 _Row = tuple[Any, ...]
@@ -53,15 +53,18 @@ fails alone without a savepoint of its own."""
 _FIELDS = [field.name for field in attrs.fields(StoredEvent)]
 _SELECT = (  # the columns in StoredEvent's field order
     "SELECT id, seq, signing_token, action, body, content_type, received_at, state,"
-    " attempts, next_attempt_at, last_error, handlers_done FROM events"
+    " attempts, next_attempt_at, last_error, handlers_done, traceparent FROM events"
 )
-_INSERT = (
-    "INSERT INTO events (id, signing_token, action, body, content_type, received_at)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+_INSERT = (  # the columns in NewRow's order
+    "INSERT INTO events"
+    " (id, signing_token, action, body, content_type, received_at, traceparent)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 )
 # _MIGRATIONS[v] upgrades a database from user_version v to v + 1. AUTOINCREMENT: seq
 # is never reused, so arrival order stays strictly increasing even after a purge.
 # handlers_done is a JSON array: one row per event, read and written with the event.
+# Version 2 adds traceparent (opaque, nullable: the rows of version 1 keep NULL); a
+# nullable column without a default is added in place, no row rewritten.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE events (
@@ -81,6 +84,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX events_state_seq ON events (state, seq)",
     ),
+    ("ALTER TABLE events ADD COLUMN traceparent TEXT",),
 )
 
 

@@ -71,6 +71,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from . import _redis_worker_lua as lua
+from . import _telemetry
 from ._confirm import Confirmation, chosen, confirmed
 from ._inbox_redis import DEFAULT_PREFIX, RedisInbox
 from ._inbox_redis_client import connect
@@ -81,7 +82,7 @@ from ._redact import error_text, printable, redact
 from .events import parse_postback
 from .exceptions import InvalidArgumentError
 from .inbox import InboxError, StoredEvent
-from .routing import Router
+from .routing import Router, dispatch_attempt
 
 if TYPE_CHECKING:
     from .client import DokobitClient
@@ -311,7 +312,9 @@ class RedisWorker:
             args += ["1", repr(delay or 0.0), "dead" if delay is None else "", "1", kept]
         else:
             args += ["0", "0", state, "1" if error else "0", error]
-        await self._script("FINISH", *args, "1" if confirmed_now else "0", *done)
+        finished = await self._script("FINISH", *args, "1" if confirmed_now else "0", *done)
+        if args[7] == "dead" and finished == b"ok" and (hooks := _telemetry.receiver):
+            hooks.dead_letter(stored)
 
     async def _decide(self, stored: StoredEvent, asked: bool) -> tuple[str, str, bool, list[str]]:
         """Confirm (when ``asked``) and run the handlers left: the state to record
@@ -333,7 +336,8 @@ class RedisWorker:
                     return "failed", f"confirmation failed: {error_text(exc)}", False, []
                 if verdict is False:
                     return "unconfirmed", unconfirmed(stored), False, []
-            handled = await self.router.dispatch(event, skip=stored.handlers_done)
+            skip, limit = stored.handlers_done, self.policy.max_attempts
+            handled = await dispatch_attempt(self.router, event, stored, skip, limit)
         except Exception as exc:  # a body that no longer parses, a bug of ours
             handled = {"worker": exc}
         done = sorted(name for name, error in handled.items() if error is None)

@@ -25,7 +25,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
-from . import _urls, sansio
+from . import _telemetry, _urls, sansio
 from ._answers import failure_from_answer
 from ._payload import StreamingBody
 from ._redact import printable, redact
@@ -36,7 +36,7 @@ from .exceptions import (
     RequestTimeoutError,
     TransportError,
 )
-from .ratelimit import Limiter
+from .ratelimit import Limiter, timed_acquire
 from .retry import Failure, Outcome
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "classify",
     "decipher",
     "file_request",
-    "log_attempt",
     "no_resend",
     "send_once",
     "transport_failure",
@@ -169,8 +168,11 @@ async def send_once(
     try:
         target = with_token(url, token, targets)
         while hops <= _urls.MAX_REDIRECTS:  # the last pass cannot follow, so it returns
-            if limiter is not None and not limiter.try_acquire():
-                await limiter.acquire()
+            if limiter is not None:
+                if (hooks := _telemetry.client) is not None:  # the wait is measured
+                    await timed_acquire(limiter, hooks.rate_limit_waited)
+                elif not limiter.try_acquire():
+                    await limiter.acquire()
             try:
                 response = await session.request(
                     request.method,
@@ -359,25 +361,4 @@ def file_request(base_url: str, url: str, *, secret: str) -> sansio.Request:
         )
     return sansio.Request(
         operation="download_file", method="GET", path=path, idempotent=True, returns_file=True
-    )
-
-
-def log_attempt(
-    request: sansio.Request,
-    answer: aiohttp.ClientResponse | Failure,
-    seconds: float,
-    attempt: int,
-    secret: str,
-) -> None:
-    """One debug line per attempt: method, path, status (or failure), time (any wait
-    for the rate limit included), attempt."""
-    if not logger.isEnabledFor(logging.DEBUG):  # redacting costs; skip it unseen
-        return
-    logger.debug(
-        "%s %s -> %s in %.1f ms (attempt %d)",
-        request.method,
-        redact(request.path, secret),
-        answer.label if isinstance(answer, Failure) else answer.status,
-        seconds * 1000,
-        attempt,
     )

@@ -5,24 +5,54 @@
     dokobit-async emulate [--host 127.0.0.1] [--port 8080] [--time-scale 1.0]
     dokobit-async sign FILE [FILE...] --name NAME [--type pdf] --signer "k=v,..." ...
     dokobit-async status TOKEN [--internal] [--json]
-    dokobit-async download TOKEN [-o FILE|-] [--internal]
-    dokobit-async validate FILE [--report report-pdf] [-o FILE|-]
+    dokobit-async download TOKEN [-o FILE|-] [--internal] [--progress] [--json]
+    dokobit-async validate FILE [--report report-pdf] [-o FILE|-] [--progress] [--json]
+    dokobit-async signing create FILE... [--name NAME] [--signer k=v,...]...
+                          [--from-json FILE] [--internal --redirect-uri URL] [options]
+    dokobit-async signing status|download TOKEN [--internal] ...  (as above)
+    dokobit-async signing add-signers TOKEN --signer k=v,... [--from-json FILE] [--internal]
+    dokobit-async signing remove-signers TOKEN SIGNER... [--internal]
+    dokobit-async signing update TOKEN [--deadline ISO] [--hard-deadline] ... [--internal]
+    dokobit-async signing delete TOKEN [--internal] [--yes]
+    dokobit-async signing remind TOKEN SIGNER [--message TEXT]
+    dokobit-async signing seal TOKEN [--reason TEXT] [--annotation page=1,top=..,left=..]
+    dokobit-async delivery create FILE... --name NAME --recipient k=v,... [--from-json FILE]
+    dokobit-async validation upload FILE
+    dokobit-async validation report TOKEN [--report KIND|all] [-o FILE|-]
     dokobit-async listen --router MODULE:ATTR [--port 8080] [--inbox postbacks.db]
                          [--public-url URL] [--secret-env VAR] [--no-confirm]
     dokobit-async work --inbox redis://HOST[:PORT][/DB] --router MODULE:ATTR [--no-confirm]
     dokobit-async inbox list|show ID|retry [ID]|purge [--inbox postbacks.db|URL]
     dokobit-async demo [--out signed-demo.pdf]
 
-The access token comes from ``DOKOBIT_ACCESS_TOKEN`` (or ``--token``), the API's
-address from ``DOKOBIT_BASE_URL`` (or ``--base-url``; default the production URL).
-Errors are one line on stderr, with the token masked; the exit status is 2 for a
-usage error, 1 for an API or transport error and 130 after Ctrl-C (``emulate`` and
-``listen`` and ``work`` stop on Ctrl-C or SIGTERM with 0).
+Every API command prints a short summary, or ``--json``: the API's answer (or what
+was saved) as one JSON document on stdout. The flow is the ``--internal`` switch
+everywhere (external is the default). ``--from-json FILE`` takes a call's fields
+from the API's own body (without files), options override them. Uploads and
+downloads show progress on stderr when it is a terminal, or with ``--progress``.
+``signing delete`` asks first on the terminal; with no terminal it refuses unless
+``--yes``.
+
+The access token comes from ``DOKOBIT_ACCESS_TOKEN`` or ``--token-file PATH`` (one
+line); ``--token VALUE`` still works but warns, as ``ps`` shows arguments. The API's
+address comes from ``DOKOBIT_BASE_URL`` (or ``--base-url``; default the production
+URL). Errors are one line on stderr, with the token masked in any encoding.
+
+Exit status: 0 success; 1 a failure of ours or of a local resource (a file that
+exists, a busy port, an inbox, a delete not confirmed); 2 bad input (the command
+line, a file to send, a ``--from-json`` file: nothing was sent); 3 the API refused
+(it answered with an error: invalid data, a wrong token, not found, rate limited,
+a server error); 4 no usable answer (no connection, a timeout, a lost answer: a
+write may or may not have happened, or an answer that is not the API's JSON); 130
+after Ctrl-C (``emulate``, ``listen`` and ``work`` stop on Ctrl-C or SIGTERM with
+0). Before the CLI's API actions (issue 13), 3 and 4 were both 1.
 
 This module is the command's face: its parser and ``main``. The commands themselves
-live in :mod:`dokobit_async._cli`, one module per group: ``api`` (the API's commands
-and ``emulate``), ``listen``, ``work``, ``inbox`` and ``demo``, on top of
-``arguments``, ``inboxes``, ``output``, ``logs`` and ``signals``.
+live in :mod:`dokobit_async._cli`, one module per group: ``api`` (``status``,
+``download``, ``validate``, ``emulate``), ``signings``, ``services`` (``delivery``,
+``validation``), ``listen``, ``work``, ``inbox`` and ``demo``, on top of
+``access``, ``arguments``, ``fields``, ``inboxes``, ``output``, ``logs`` and
+``signals``.
 """
 
 from __future__ import annotations
@@ -31,26 +61,45 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ._bodies import JSON
-from ._cli import api, demo, inbox, listen, work
-from ._cli.arguments import non_negative, parse_signer, port_number
+from ._cli import api, demo, inbox, listen, services, signings, work
+from ._cli.access import BASE_URL_ENV, TOKEN_ENV, client_of, read_token_file, secrets_in
+from ._cli.arguments import non_negative, port_number
 from ._cli.logs import LINE_LIMIT, log_to_stderr
-from ._cli.output import PROG, CliError
+from ._cli.output import (
+    EXIT_FAILED,
+    EXIT_REFUSED,
+    EXIT_TRANSPORT,
+    EXIT_USAGE,
+    PROG,
+    CliError,
+)
 from ._redact import printable, redact
-from .client import PRODUCTION_URL, DokobitClient
-from .exceptions import AuthenticationError, DokobitError, InvalidArgumentError
-from .models import ReportKind, SigningType
+from .client import PRODUCTION_URL
+from .exceptions import (
+    APIError,
+    AuthenticationError,
+    DecodeError,
+    DokobitError,
+    InvalidArgumentError,
+    OutcomeUnknownError,
+    TransportError,
+)
+from .models import SigningType
 
 __all__ = ["build_parser", "main"]
 
-TOKEN_ENV = "DOKOBIT_ACCESS_TOKEN"  # noqa: S105 - the variable's name
-BASE_URL_ENV = "DOKOBIT_BASE_URL"
-_TOKENISH = re.compile(r"^--?(access[-_]?)?tok", re.IGNORECASE)
+_EPILOG = f"""\
+The access token: ${TOKEN_ENV} or --token-file PATH (--token works but warns: ps
+shows arguments). The address: ${BASE_URL_ENV} or --base-url.
+
+exit status: 0 success, 1 a local failure (a file, a port, an inbox, a delete not
+confirmed), 2 bad input (nothing sent), 3 the API refused (an error answer), 4 no
+usable answer (connection, timeout, lost answer), 130 interrupted.
+"""
 
 
 class _UsageError(Exception):
@@ -75,8 +124,14 @@ def _common_options(*, for_api: bool) -> _Parser:
         common.add_argument(
             "--token",
             default=argparse.SUPPRESS,
-            help=f"access token (default: ${TOKEN_ENV}; prefer the variable, "
-            "arguments are visible to other users of the machine)",
+            help=f"access token (default: ${TOKEN_ENV}; prefer the variable or "
+            "--token-file: arguments are visible to other users of the machine)",
+        )
+        common.add_argument(
+            "--token-file",
+            metavar="PATH",
+            default=argparse.SUPPRESS,
+            help="read the access token from this file (one line)",
         )
         common.add_argument(
             "--base-url",
@@ -112,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[api_options],
         allow_abbrev=False,
         description="Command line of the Dokobit Universal API client and its emulator.",
-        epilog=f"Set {TOKEN_ENV} (and {BASE_URL_ENV}) before calling the API commands.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -139,31 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("status", "print a signing's status")
-    p.add_argument("signing_token", metavar="TOKEN", help="the signing token")
-    p.add_argument("--internal", action="store_true", help="an internal signing")
-    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    p.set_defaults(run=api.status)
+    signings.flow_arguments(p)
 
     p = command("download", "download the signed file")
-    p.add_argument("signing_token", metavar="TOKEN", help="the signing token")
-    p.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="where to write ('-' for stdout; default: the server's file name, never overwriting)",
-    )
-    p.add_argument("--internal", action="store_true", help="an internal signing")
+    p.set_defaults(run=api.download)
+    api.download_arguments(p)
 
     p = command("validate", "validate a signed file and save a report")
-    p.add_argument("file", metavar="FILE", help="the signed file")
-    p.add_argument(
-        "--report",
-        choices=[k.value for k in ReportKind],
-        default=ReportKind.REPORT_PDF.value,
-        help="which report (default: %(default)s)",
-    )
-    p.add_argument("-o", "--output", metavar="OUT", help="where to write ('-' for stdout)")
+    p.set_defaults(run=api.validate)
+    api.validate_arguments(p)
 
-    p = command("sign", "create a signing and print its tokens")
+    p = command("sign", "create a signing and print its tokens (= signing create)")
+    p.set_defaults(run=signings.create, from_json=None)
     p.add_argument("files", nargs="+", metavar="FILE", help="files to sign")
     p.add_argument("--name", required=True, help="the document's name")
     p.add_argument(
@@ -172,20 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="pdf",
         help="document or container type (default: %(default)s)",
     )
-    p.add_argument(
-        "--signer",
-        action="append",
-        type=parse_signer,
-        metavar="K=V,...",
-        help="a participant, e.g. 'external_id=u1,email=a@b.lt,name=Jonas,"
-        "surname=Jonaitis,code=...,country_code=lt,role=viewer' (repeat for more; "
-        "'\\,' is a literal comma)",
-    )
+    signings.signer_option(p)
     p.add_argument("--postback-url", metavar="URL", help="where Dokobit posts events")
     p.add_argument("--internal", action="store_true", help="an internal signing (no e-mails)")
     p.add_argument("--redirect-uri", metavar="URL", help="return address (internal only)")
-    p.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    api.transfer_arguments(p, signings.JSON_HELP)
 
+    signings.add_parser(command, api_options)
+    services.add_parsers(command, api_options)
     listen.add_parser(command)
     work.add_parser(command)
     inbox.add_parser(command)
@@ -193,41 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ------------------------------------------------------------------ secrets
-
-
-def _secrets(argv: Sequence[str]) -> list[str]:
-    """Every token value that may show up: the variable and any ``--token`` given."""
-    found = [os.environ.get(TOKEN_ENV, "")]
-    for index, arg in enumerate(argv):
-        # also typos such as --tok or --access-token, which argparse would echo back
-        name, eq, value = arg.partition("=")
-        if not _TOKENISH.search(name):
-            continue
-        if eq:
-            found.append(value)
-        elif index + 1 < len(argv):
-            found.append(argv[index + 1])
-    return sorted({v for s in found for v in (s, s.strip()) if v.strip()})
-
-
 # ------------------------------------------------------------------ running
-
-
-def _client(args: argparse.Namespace, *, required: bool) -> DokobitClient | None:
-    """The client of the token and address in ``args`` or the environment; ``None``
-    when there is no token and it is not ``required``."""
-    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV, "")
-    if not token.strip():
-        if not required:
-            return None
-        raise CliError(f"no access token: set {TOKEN_ENV} or pass --token", code=2)
-    base_url = getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or PRODUCTION_URL
-    encoding = JSON if getattr(args, "json_body", False) else "form"
-    try:
-        return DokobitClient(token.strip(), base_url=base_url, body_encoding=encoding)
-    except InvalidArgumentError as exc:
-        raise CliError(str(exc), code=2) from None
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -236,12 +240,12 @@ async def _run(args: argparse.Namespace) -> int:
     if args.command == "inbox":
         return await inbox.inbox(args)
     if args.command == "work":  # the client confirms the events, its token is masked
-        return await work.work(args, _client(args, required=False))
+        return await work.work(args, client_of(args, required=False))
     if args.command in ("listen", "demo"):
         if args.command == "listen":
-            optional = _client(args, required=False) if args.confirm else None
+            optional = client_of(args, required=False) if args.confirm else None
         elif getattr(args, "base_url", None) is not None:  # only an explicit --base-url
-            optional = _client(args, required=True)
+            optional = client_of(args, required=True)
         else:
             if getattr(args, "token", None) is not None:
                 raise CliError("--token applies with --base-url (the real API) only", code=2)
@@ -252,16 +256,11 @@ async def _run(args: argparse.Namespace) -> int:
             if args.command == "listen":
                 return await listen.listen(args, optional)
             return await demo.demo(args, optional)
-    client = _client(args, required=True)
+    # the API's commands: each parser names its function (``set_defaults(run=...)``)
+    client = client_of(args, required=True, warn_argument=True)
     assert client is not None
-    run = {
-        "status": api.status,
-        "download": api.download,
-        "validate": api.validate,
-        "sign": api.sign,
-    }[args.command]
     async with client:
-        return await run(args, client)
+        return int(await args.run(args, client))
 
 
 def _fail(message: str, secrets: Sequence[str], code: int) -> int:
@@ -278,12 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         argv: the arguments, without the program's name (default ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success, 1 for API and transport errors, 2 for usage
-        errors, 130 after Ctrl-C. Errors are reported as one line on stderr, never
+        The exit status: 0 on success, 1 for a local failure, 2 for bad input, 3
+        when the API refused, 4 when no usable answer came, 130 after Ctrl-C (see
+        the module's docstring). Errors are reported as one line on stderr, never
         raised.
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
-    secrets = _secrets(args_list)
+    secrets = secrets_in(args_list)
     command = None
     verbose = False
     try:
@@ -292,19 +292,30 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as done:  # --help, --version
             return done.code if isinstance(done.code, int) else 0
         command = args.command
+        if getattr(args, "token_file", None) is not None:
+            args.token_from_file = read_token_file(args.token_file)
+            secrets.append(args.token_from_file)
         verbose = bool(getattr(args, "verbose", False))
         with log_to_stderr(verbose, secrets, serving=command in ("listen", "work")):
             return asyncio.run(_run(args))
     except _UsageError as exc:
-        return _fail(str(exc), secrets, 2)
+        return _fail(str(exc), secrets, EXIT_USAGE)
     except CliError as exc:
         return _fail(str(exc), secrets, exc.code)
     except InvalidArgumentError as exc:
-        return _fail(str(exc), secrets, 2)
+        return _fail(str(exc), secrets, EXIT_USAGE)
     except AuthenticationError as exc:
-        return _fail(f"{exc} (check the access token)", secrets, 1)
+        return _fail(f"{exc} (check the access token)", secrets, EXIT_REFUSED)
+    except APIError as exc:
+        return _fail(str(exc), secrets, EXIT_REFUSED)
+    except OutcomeUnknownError as exc:
+        return _fail(
+            f"{exc} (it may have taken effect: check before repeating)", secrets, EXIT_TRANSPORT
+        )
+    except (TransportError, DecodeError) as exc:
+        return _fail(str(exc), secrets, EXIT_TRANSPORT)
     except DokobitError as exc:
-        return _fail(str(exc), secrets, 1)
+        return _fail(str(exc), secrets, EXIT_FAILED)
     except KeyboardInterrupt:
         if command in ("emulate", "listen", "work"):  # no signal handlers: Ctrl-C stops
             return 0
@@ -313,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         # the reader went away (e.g. `download -o - | head`); say nothing more on stdout
         with contextlib.suppress(OSError, ValueError, AttributeError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return EXIT_FAILED
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{exc.strerror or exc}", secrets, 1)
+        return _fail(f"{where}{exc.strerror or exc}", secrets, EXIT_FAILED)
     except Exception as exc:
         # a bug of ours: still one line, never a traceback
-        return _fail(f"unexpected {type(exc).__name__}: {exc}", secrets, 1)
+        return _fail(f"unexpected {type(exc).__name__}: {exc}", secrets, EXIT_FAILED)

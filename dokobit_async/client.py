@@ -13,7 +13,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TypeVar, overload
@@ -22,26 +22,27 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from . import _actions, _namespaces, _urls, sansio
+from . import _actions, _namespaces, _telemetry, _urls, sansio
 from ._answers import decipher_json, looks_like_error_envelope, raise_for_error_envelope
 from ._binding import json_action
 from ._bodies import BODY_ENCODINGS, FORM, check_pdf_files, content_type, encode_body
 from ._payload import Dest, StreamingBody, prepared_files, write_chunks
 from ._redact import redact
+from ._request import with_traceparent
+from ._retrying import log_attempt, retry_delay
 from ._transport import (
     ERROR_BODY_LIMIT,
     Download,
     Timeout,
     decipher,
     file_request,
-    log_attempt,
     no_resend,
     send_once,
 )
 from .exceptions import ClientClosedError, DokobitError, InvalidArgumentError
-from .models import Result
+from .models import CreatedSigning, Result
 from .ratelimit import Limiter, RateLimit
-from .retry import Failure, Outcome, RetryPolicy
+from .retry import Failure, RetryPolicy
 
 __all__ = ["BETA_URL", "PRODUCTION_URL", "DokobitClient", "Download", "Timeout"]
 
@@ -282,24 +283,36 @@ class DokobitClient:
                 )
             return Download(response, head, request=request, url=url, secret=self._token)
 
-        download = await self._send(request, url, consume)
-        try:
-            yield download
-        finally:
-            download._response.release()
+        hooks = _telemetry.client  # a download's span covers its body too
+        with nullcontext() if hooks is None else hooks.call(request, self.base_url) as span:
+            download = await self._send(request, url, consume, span)
+            try:
+                yield download
+            finally:
+                download._response.release()
 
     async def _send(
         self,
         request: sansio.Request,
         url: str,
         consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        span: _telemetry.CallSpan | None = None,
     ) -> T:
         """Send ``request`` (its URL shown as ``url``), with its body if its method has
-        one, and hand a 2xx answer to ``consume``."""
+        one, and hand a 2xx answer to ``consume``: in a span of its own while
+        instrumented, unless it runs in ``span`` (docs/architecture.md#tracing)."""
+        if span is None and (hooks := _telemetry.client) is not None:
+            with hooks.call(request, self.base_url) as span:
+                if hooks.propagate_to_postbacks:  # the postbacks join this trace
+                    request = with_traceparent(request, span.traceparent())
+                result = await self._send(request, url, consume, span)
+                if isinstance(result, CreatedSigning):
+                    span.signing(result.token)
+                return result
         try:
             session = self._get_session()
             if request.method in _BODILESS_METHODS:
-                return await self._attempts(session, request, url, None, consume)
+                return await self._attempts(session, request, url, None, consume, span)
             async with prepared_files(request.files) as prepared:
                 check_pdf_files(request, prepared)
                 body = StreamingBody(
@@ -307,7 +320,7 @@ class DokobitClient:
                     encoding=self.body_encoding,
                     content_type=content_type(request, self.body_encoding),
                 )
-                return await self._attempts(session, request, url, body, consume)
+                return await self._attempts(session, request, url, body, consume, span)
         except DokobitError as exc:
             if exc.request is None:  # a closed client, an unreadable file: still this call's
                 exc.request = request
@@ -320,6 +333,7 @@ class DokobitClient:
         url: str,
         body: StreamingBody | None,
         consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        span: _telemetry.CallSpan | None,
     ) -> T:
         """send once (through the limiter) -> decipher -> decide -> wait or raise,
         attempt by attempt."""
@@ -341,6 +355,8 @@ class DokobitClient:
                 limiter=limiter,
                 targets=self._targets,
             )
+            if span is not None:
+                span.answered(None if isinstance(answer, Failure) else answer.status)
             if isinstance(answer, Failure):
                 result: T | Failure = answer
             else:
@@ -349,47 +365,19 @@ class DokobitClient:
             if not isinstance(result, Failure):
                 return result
             failure = result
-            delay = self._decide(request, url, failure, attempt, loop.time() - started, limiter)
+            delay = retry_delay(
+                self.retry,
+                request,
+                failure,
+                attempt=attempt,
+                elapsed=loop.time() - started,
+                limiter=limiter,
+                rng=self._rng,
+                url=url,
+                secret=self._token,
+            )
             if delay is None:
                 break
             await asyncio.sleep(delay)
         assert failure is not None  # max_attempts >= 1, and each attempt returns or fails
         raise failure.error
-
-    def _decide(
-        self,
-        request: sansio.Request,
-        url: str,
-        failure: Failure,
-        attempt: int,
-        elapsed: float,
-        limiter: Limiter | None,
-    ) -> float | None:
-        """Seconds to sleep before the next attempt, or ``None`` to raise ``failure``.
-
-        A 429 pauses the shared limiter instead (every call of the token waits it out
-        in ``acquire``, this one too), so the sleep is then 0.
-        """
-        delay = self.retry.decide(
-            idempotent=request.idempotent,
-            attempt=attempt,
-            outcome=failure.outcome,
-            elapsed=elapsed,
-            retry_after=failure.retry_after,
-            rng=self._rng,
-        )
-        paused = False
-        if failure.outcome is Outcome.RATE_LIMITED and limiter is not None:
-            pause = failure.retry_after
-            limiter.pause(pause if pause is not None else self.retry.backoff(attempt, self._rng))
-            paused = True
-        if delay is None:
-            return None
-        logger.warning(
-            "retrying %s after %.2f s (attempt %d: %s)",
-            redact(f"{request.method} {url}", self._token),
-            delay,
-            attempt,
-            failure.error,
-        )
-        return 0.0 if paused else delay

@@ -45,6 +45,18 @@ fails fails alone. ``SQLiteInbox.commits`` counts the write transactions.
 All SQLite work runs on one dedicated worker thread that owns the connection, never on
 the event loop. The database is in WAL mode with a busy timeout, so readers never block
 the writer and another process can read and write the same file meanwhile.
+
+Trace context
+-------------
+``add(traceparent=...)`` stores the W3C trace context of the span that received the
+postback with the event (an SQLite column, a field of the Redis event's hash), and
+every read hands it back as :attr:`StoredEvent.traceparent`: so a handler run later,
+in another process or on another host, can link its span to the postback's. The
+inbox never parses it; it refuses only what is not a short printable ASCII string,
+before the write is queued, so that a bad one can never fail a group commit. A
+duplicate keeps the first event's. A file of the previous schema (``user_version`` 1)
+gains the column on :meth:`SQLiteInbox.open`, its rows kept with ``None``; from then
+on an older dokobit-async refuses the file as newer than it understands.
 """
 
 from __future__ import annotations

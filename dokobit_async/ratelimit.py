@@ -38,11 +38,12 @@ import hashlib
 import logging
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
 
-# Limiter, SharedLimiter and limiter_for are internal (the client uses them)
+# Limiter, SharedLimiter, limiter_for and timed_acquire are internal (the client uses them)
 __all__ = ["RateLimit"]
 
 logger = logging.getLogger("dokobit_async")
@@ -214,6 +215,18 @@ class SharedLimiter:
                 return
             self._admit(now)
             waiters.popleft().set_result(None)
+
+
+async def timed_acquire(limiter: Limiter, report: Callable[[float], None]) -> None:
+    """Take a slot of ``limiter`` as a request does, and ``report`` the seconds it
+    waited (0 when one was free): what the client does while traced
+    (docs/architecture.md#tracing), for any :class:`Limiter` (``RedisLimiter`` too)."""
+    if limiter.try_acquire():
+        report(0.0)
+        return
+    started = limiter._loop.time()
+    await limiter.acquire()
+    report(limiter._loop.time() - started)
 
 
 _registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedLimiter]] = (

@@ -34,23 +34,22 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
+from . import _telemetry
 from ._confirm import Confirmation, chosen
 from ._dispatcher import Delivery, Dispatcher
 from ._http import (
     RAW_BODIES,
-    BadBodyError,
     RedactingAccessLogger,
-    answer_and_close,
     check_access_logger,
     expect_continue,
-    read_body,
+    received_body,
+    refuse,
     sender_gone,
-    unsupported_coding,
 )
 from ._http import answer as _answer
 from ._policy import DispatchPolicy
@@ -68,6 +67,7 @@ from .inbox import Inbox, MemoryInbox, StoredEvent
 from .routing import Router
 
 if TYPE_CHECKING:
+    from ._telemetry import PostbackSpan, ReceiverHooks
     from .client import DokobitClient
 
 __all__ = [
@@ -276,61 +276,52 @@ class PostbackReceiver:
     # ------------------------------------------------------------------ HTTP
 
     async def _handle(self, request: web.Request) -> web.Response:
+        hooks = _telemetry.receiver  # (None: nothing is recorded, nothing more is done)
+        if hooks is not None:
+            return await self._traced(request, hooks)
         try:
-            return await self._receive(request)
+            return await self._receive(request, None)
         except Exception:  # a bug of ours must not look like the sender's fault
-            logger.exception("postback receiver failed")
-            return _answer(503, "temporarily unavailable")
+            return _failed(None)
 
-    async def _receive(self, request: web.Request) -> web.Response:
+    async def _traced(self, request: web.Request, hooks: ReceiverHooks) -> web.Response:
+        # the route as registered (its template: the secret segment is ``{secret}``)
+        resource = request.match_info.route.resource
+        route = self.path if resource is None else resource.canonical
+        with hooks.postback(
+            method=request.method, route=route, query=request.query, headers=request.headers
+        ) as span:
+            try:
+                return await self._receive(request, span)
+            except Exception:
+                return _failed(span)
+
+    async def _receive(self, request: web.Request, span: PostbackSpan | None) -> web.Response:
         if request.method != "POST":
-            response = _answer(405, "only POST is accepted")
+            response = refuse(span, "wrong_method", 405, "only POST is accepted")
             response.headers["Allow"] = "POST"
             return response
         if self._secret and not verify_postback_secret(
             self._secret, request.match_info.get("secret", "")
         ):
             logger.info("postback refused: the URL does not verify")
-            return _answer(401, "unknown postback URL")
-        coding = unsupported_coding(request)
-        if coding is not None:
-            logger.info("postback refused: unsupported Content-Encoding %s", printable(coding, 40))
-            response = _answer(400, "unsupported Content-Encoding")
-            response.force_close()  # the body that follows is not ours to interpret
-            return response
-        if (request.content_length or 0) > self.max_body_size:
-            return _answer(413, f"body larger than {self.max_body_size} bytes")
-        try:
-            if request.content.is_eof():  # all of it is here (the usual): no timer needed
-                body = await read_body(request, self.max_body_size)
-            else:
-                body = await asyncio.wait_for(
-                    read_body(request, self.max_body_size), timeout=self.read_timeout
-                )
-        except asyncio.TimeoutError:
-            return _answer(408, "the body did not arrive in time")
-        except BadBodyError as exc:
-            logger.info("postback refused: %s", printable(exc))
-            response = _answer(400, f"the body could not be read: {exc}")
-            response.force_close()
-            return response
-        except RequestPayloadError:  # aiohttp could not decode or frame it
-            logger.info("postback refused: the body could not be read (encoding or framing)")
-            return await answer_and_close(request, 400, "the body could not be read")
-        except OSError:  # e.g. ConnectionResetError: nobody is left to answer
-            logger.info("postback not received: the sender closed the connection mid-body")
-            return _answer(400, "the connection closed before the body was complete")
-        if body is None:
-            return _answer(413, f"body larger than {self.max_body_size} bytes")
+            return refuse(span, "bad_secret", 401, "unknown postback URL")
+        body = await received_body(request, self.max_body_size, self.read_timeout, span)
+        if not isinstance(body, bytes):  # refused: the answer
+            return body
         now = time.time()  # the event's received_at, as stored: parsed once
         received_at = datetime.fromtimestamp(now, tz=timezone.utc)
         try:
             event = parse_postback(body, request.content_type, received_at=received_at)
         except InvalidPostbackError as exc:
             logger.info("postback refused: %s", printable(exc.reason))
-            return _answer(400, exc.reason)
+            return refuse(span, "malformed", 400, exc.reason)
+        add = self.inbox.add
+        if span is not None:  # its context goes with the event, to the handlers' spans
+            span.parsed(action=event.action, signing_token=event.token or "")
+            add = partial(add, traceparent=span.traceparent())
         try:
-            stored = await self.inbox.add(
+            stored = await add(
                 id=event_key(event),
                 signing_token=event.token or "",
                 action=event.action,
@@ -345,7 +336,8 @@ class PostbackReceiver:
                 shown_token(event.token),
                 printable(error_text(exc)),
             )
-            return _answer(503, "could not store the postback; try again")
+            text = "could not store the postback; try again"
+            return refuse(span, "inbox_unavailable", 503, text)
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "postback %s for %s %s",
@@ -358,6 +350,8 @@ class PostbackReceiver:
                 f"{type(self.inbox).__name__}.add() returned {stored!r}: an Inbox returns "
                 "the stored event or None (the protocol changed in dokobit-async 0.1)"
             )
+        if span is not None:
+            span.stored(duplicate=stored is None)
         dispatcher = self._dispatcher
         if stored is not None and dispatcher is not None:
             dispatcher.submit(stored, event)
@@ -371,6 +365,11 @@ RECEIVER_KEY = web.AppKey("dokobit_async.receiver", PostbackReceiver)
 
 async def _not_found(request: web.Request) -> web.Response:
     return _answer(404, "not found")
+
+
+def _failed(span: PostbackSpan | None) -> web.Response:
+    logger.exception("postback receiver failed")  # a bug of ours: not the sender's fault
+    return refuse(span, "internal_error", 503, "temporarily unavailable")
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _telemetry
 from ._redact import error_text, printable
 from .events import Event
 from .exceptions import HandlerError
 
-__all__ = ["Handler", "Router"]
+if TYPE_CHECKING:
+    from ._inbox_base import StoredEvent
+    from ._telemetry import ReceiverHooks
+
+__all__ = ["Handler", "Router", "dispatch_attempt"]
 
 Handler = Callable[[Any], Awaitable[object]]
 """An async callable that takes an event; what it returns is ignored."""
@@ -235,11 +240,17 @@ class Router:
         Raises:
             asyncio.CancelledError: The dispatch, or a handler, was cancelled.
         """
+        return await self._dispatch(event, skip, None)
+
+    async def _dispatch(
+        self, event: Event, skip: Collection[str], traced: _Traced | None
+    ) -> dict[str, BaseException | None]:
         chosen = {n: h for n, h in self._handlers_for(event).items() if n not in skip}
-        results = await asyncio.gather(
-            *(self._run(handler, event) for handler in chosen.values()),
-            return_exceptions=True,
-        )
+        if traced is None:  # (not instrumented: as it always was)
+            runs = [self._run(handler, event) for handler in chosen.values()]
+        else:
+            runs = [traced.run(name, handler, event) for name, handler in chosen.items()]
+        results = await asyncio.gather(*runs, return_exceptions=True)
         outcome: dict[str, BaseException | None] = {}
         for name, result in zip(chosen, results, strict=True):
             if isinstance(result, asyncio.CancelledError):
@@ -273,3 +284,46 @@ class Router:
     @staticmethod
     async def _run(handler: Handler, event: Event) -> None:
         await handler(event)
+
+
+class _Traced:
+    """Runs each handler of one attempt at a stored event in a span of its own
+    (docs/architecture.md#postbacks-and-handlers)."""
+
+    __slots__ = ("attempt", "hooks", "last", "stored")
+
+    def __init__(self, hooks: ReceiverHooks, stored: StoredEvent, max_attempts: int):
+        self.hooks = hooks
+        self.stored = stored
+        self.attempt = stored.attempts + 1  # (``attempts`` counts the failed ones)
+        self.last = self.attempt >= max_attempts  # a failure now makes a dead letter
+
+    async def run(self, name: str, handler: Handler, event: Event) -> None:
+        # entered here, in the handler's own task: the span is current for the
+        # handler's own work (its API calls are its children), and for nothing else
+        with self.hooks.handler(name, self.stored, self.attempt) as span:
+            try:
+                await handler(event)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                span.finished(exc, dead=self.last)
+                raise
+            span.finished(None)
+
+
+def dispatch_attempt(
+    router: Router,
+    event: Event,
+    stored: StoredEvent,
+    skip: Collection[str],
+    max_attempts: int,
+) -> Awaitable[dict[str, BaseException | None]]:
+    """:meth:`Router.dispatch` for an attempt at ``stored``, as the dispatcher and the
+    Redis workers run it: while instrumented, each handler in a span (its attempt, and
+    whether a failure makes the event a dead letter, from ``stored.attempts`` and
+    ``max_attempts``); otherwise exactly the plain run, the telemetry's slot read once."""
+    hooks = _telemetry.receiver
+    return router._dispatch(
+        event, skip, None if hooks is None else _Traced(hooks, stored, max_attempts)
+    )

@@ -2,7 +2,8 @@
 with no persistence, stopped with ``SHUTDOWN NOSAVE``.
 
 Where no server can be had, the tests that need one skip with a reason that says how to
-get one (``.ci/run`` installs Debian's ``redis-server``, so CI always runs them).
+get one (``.ci/run`` installs Debian's ``redis-server`` and requires it, so CI always
+runs them: see ``tests/_required.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+from _required import unavailable
 
 HOW_TO_GET_ONE = (
     "no redis-server on PATH: install one (Debian: apt-get install -y "
@@ -104,7 +105,7 @@ def start_redis(
     server to start."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip(HOW_TO_GET_ONE)
+        unavailable("redis-server", HOW_TO_GET_ONE)
     wanted = port
     for _ in range(5):  # a port taken between choosing and binding: choose again
         port = wanted or free_port()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -54,3 +54,15 @@ def redis_url(redis_server: RedisServer) -> str:
     """The session's server, emptied (``FLUSHALL``) for this test."""
     assert redis_server.command("FLUSHALL").startswith(b"+OK")
     return redis_server.url
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item,
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the item (``item.rep_setup``, ``rep_call``,
+    ``rep_teardown``), for fixtures that act on a failure (``_browser.py`` saves
+    screenshots)."""
+    report: pytest.TestReport = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -183,14 +183,15 @@ def test_validate_writes_the_chosen_report(
 # ------------------------------------------------------------------ errors
 
 
-def test_wrong_token_is_one_line_exit_1_without_the_token(
+def test_wrong_token_is_one_line_exit_3_without_the_token(
     env: EmulatorThread, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A rejected token gives one error line, exit 1, and the token appears nowhere."""
+    """A rejected token gives one error line, exit 3 (the API refused; 1 before the
+    exit statuses were told apart), and the token appears nowhere."""
     secret = "wrong_secret_token_0123456789"
     monkeypatch.setenv("DOKOBIT_ACCESS_TOKEN", secret)
     code, out, err = run(capsys, "status", "abc", "-v")
-    assert code == 1
+    assert code == 3
     assert out == ""
     assert secret not in err
     error_lines = [line for line in err.splitlines() if ": error: " in line]
@@ -198,7 +199,7 @@ def test_wrong_token_is_one_line_exit_1_without_the_token(
     assert "access token" in error_lines[0]
 
     code, out, err = run(capsys, "status", "abc")  # without -v: exactly one line
-    assert code == 1
+    assert code == 3
     assert out == ""
     assert_one_error_line(err)
     assert secret not in err
@@ -219,9 +220,11 @@ def test_token_option_is_never_echoed(
     assert_one_error_line(err)
 
     code, out, err = run(capsys, "status", "x", f"--token={secret}")
-    assert code == 1
+    assert code == 3  # the API refused it (1 before the exit statuses were told apart)
     assert secret not in out + err
-    assert_one_error_line(err)
+    warning, error = err.splitlines()  # --token warns that ps shows it
+    assert warning.startswith("dokobit-async: warning: --token is visible")
+    assert_one_error_line(error)
 
     code, out, err = run(capsys, "--tok", secret, "status", "x")
     assert code == 2

@@ -14,6 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -36,16 +37,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 async def add(
-    inbox: Inbox, id: str, *, signing: str = "sig-1", received_at: float = 1000.0
+    inbox: Inbox, id: str, *, signing: str = "sig-1", received_at: float = 1000.0, **more: Any
 ) -> StoredEvent | None:
-    """Add a minimal event with the given id."""
+    """Add a minimal event with the given id (``more``: other arguments of add(), or
+    other values for its fields)."""
+    fields: dict[str, Any] = {
+        "action": "signer_signed",
+        "body": b'{"action": "signer_signed"}',
+        "content_type": "application/json",
+    }
     return await inbox.add(
-        id=id,
-        signing_token=signing,
-        action="signer_signed",
-        body=b'{"action": "signer_signed"}',
-        content_type="application/json",
-        received_at=received_at,
+        id=id, signing_token=signing, received_at=received_at, **{**fields, **more}
     )
 
 
@@ -121,6 +123,75 @@ async def test_concurrent_duplicates_store_exactly_one(inbox: Inbox) -> None:
     """Ten concurrent adds of one id (same group commit): exactly one is stored."""
     results = await asyncio.gather(*(add(inbox, "same") for _ in range(10)))
     assert [r is None for r in results].count(False) == 1
+
+
+TRACEPARENTS = {  # id -> what add() was given
+    "w3c": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "none": None,
+    "empty": "",
+    "odd": '=x; y="z" ~!@#$%^&*()[]{}|\\`\'<>?,./ ',
+    "longest": "".join(chr(32 + n % 95) for n in range(256)),
+}
+
+
+async def test_the_traceparent_is_stored_and_read_back_by_every_read(inbox: Inbox) -> None:
+    """add() keeps the traceparent given (None when none: a str is never invented),
+    exactly as given, and get(), list() and pending() hand it back, after an attempt
+    is recorded and after the inbox is closed and opened again."""
+    for id, traceparent in TRACEPARENTS.items():
+        stored = await add(inbox, id, traceparent=traceparent)
+        assert stored is not None
+        assert stored.traceparent == traceparent
+    await add(inbox, "default")  # (no traceparent argument at all)
+    expected = {**TRACEPARENTS, "default": None}
+    await inbox.record_attempt("w3c", handlers_done=["h"], state="done")
+    await inbox.record_attempt("none", failed=True, next_attempt_at=5.0, error="boom")
+    await inbox.close()
+    await inbox.open()
+    for id, traceparent in expected.items():
+        event = await inbox.get(id)
+        assert event is not None
+        assert event.traceparent == traceparent
+    assert {e.id: e.traceparent for e in await inbox.list()} == expected
+    assert {e.id: e.traceparent for e in await inbox.list(state="done")} == {
+        "w3c": expected["w3c"]
+    }
+    del expected["w3c"]
+    assert {e.id: e.traceparent for e in await inbox.pending()} == expected
+    assert {e.id: e.traceparent for e in await inbox.pending(due_before=1.0)} == {
+        id: tp for id, tp in expected.items() if id != "none"
+    }
+
+
+async def test_a_duplicate_keeps_the_first_events_traceparent(inbox: Inbox) -> None:
+    """A duplicate add() changes nothing, its traceparent included, whether it comes
+    later or in the same group commit: the one stored is the one whose add() won."""
+    assert await add(inbox, "a", traceparent="first") is not None
+    assert await add(inbox, "a", traceparent="second") is None
+    assert await add(inbox, "b", traceparent=None) is not None
+    assert await add(inbox, "b", traceparent="late") is None
+    racing = await asyncio.gather(*(add(inbox, "c", traceparent=f"tp-{n}") for n in range(10)))
+    won = [stored for stored in racing if stored is not None]
+    assert len(won) == 1
+    stored = {e.id: e.traceparent for e in await inbox.list()}
+    assert stored == {"a": "first", "b": None, "c": won[0].traceparent}
+
+
+async def test_a_bad_traceparent_is_refused_alone(inbox: Inbox) -> None:
+    """A traceparent that is not None nor at most 256 printable ASCII characters is
+    refused with InvalidArgumentError before anything is queued, and the good adds
+    gathered with it (queued together for the next group commit or script call) are
+    stored all the same."""
+    bad: list[object] = ["x" * 257, "00-a\n", "tab\there", "caf\u00e9", "\x7f", b"00-ab", 55]
+    results = await asyncio.gather(
+        add(inbox, "good-1", traceparent="00-1"),
+        *(add(inbox, f"bad-{n}", traceparent=value) for n, value in enumerate(bad)),
+        add(inbox, "good-2", traceparent=None),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, InvalidArgumentError) for r in results[1:-1])
+    assert all(isinstance(r, StoredEvent) for r in (results[0], results[-1]))
+    assert {e.id: e.traceparent for e in await inbox.list()} == {"good-1": "00-1", "good-2": None}
 
 
 async def test_seq_is_strictly_increasing_and_never_reused(inbox: Inbox) -> None:

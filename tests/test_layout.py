@@ -56,6 +56,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "_lazy",
         "_urls",
         "retry",
+        "_telemetry",
     ),
     CLIENT: (
         "_actions",
@@ -64,6 +65,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "_namespaces",
         "_payload",
         "_transport",
+        "_retrying",
         "ratelimit",
         "_ratelimit_*",
         "client",
@@ -82,8 +84,20 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "_dispatcher",
         "receiver",
     ),
-    # redis: the optional extra's face, over a Redis inbox, worker and rate limit
-    TOP: ("", "cli", "__main__", "_cli", "_cli.*", "testing", "testing.*", "redis", "_redis_*"),
+    # redis and otel: the optional extras' faces, over their private modules
+    TOP: (
+        "",
+        "cli",
+        "__main__",
+        "_cli",
+        "_cli.*",
+        "testing",
+        "testing.*",
+        "redis",
+        "_redis_*",
+        "otel",
+        "_otel_*",
+    ),
 }
 CLI = ("cli", "__main__", "_cli", "_cli.*")
 EMULATOR = ("testing._emulator", "testing._emulator.*")

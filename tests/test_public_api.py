@@ -10,12 +10,19 @@ from types import ModuleType
 import pytest
 
 import dokobit_async
+import dokobit_async.otel
 import dokobit_async.redis
 import dokobit_async.sansio
 import dokobit_async.testing
 from dokobit_async import exceptions, models
 
-PUBLIC_MODULES = [dokobit_async, dokobit_async.testing, dokobit_async.sansio, dokobit_async.redis]
+PUBLIC_MODULES = [
+    dokobit_async,
+    dokobit_async.testing,
+    dokobit_async.sansio,
+    dokobit_async.redis,
+    dokobit_async.otel,
+]
 """The public API, as the README states it (the optional extra's face included):
 everything else is private."""
 

@@ -37,6 +37,8 @@ _PUBLIC_PACKAGES = {
     "dokobit_async": "dokobit_async/__init__.py",
     "dokobit_async.testing": "dokobit_async/testing/__init__.py",
     "dokobit_async.sansio": "dokobit_async/sansio.py",
+    "dokobit_async.redis": "dokobit_async/redis.py",
+    "dokobit_async.otel": "dokobit_async/otel.py",
 }
 
 _ids: dict[str, set[str]] = {}

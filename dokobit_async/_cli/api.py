@@ -1,5 +1,6 @@
-"""The commands of the Universal API: ``status``, ``download``, ``validate`` and
-``sign`` call it, ``emulate`` serves its emulator.
+"""The first commands of the Universal API: ``status``, ``download`` and ``validate``
+call it (``sign`` is ``signing create``, in :mod:`.signings`), ``emulate`` serves its
+emulator.
 
 Each command is an async function of the parsed arguments (and, for the calls, an open
 client) that returns the exit status. Argument parsing, the client's construction and
@@ -12,23 +13,15 @@ import argparse
 import asyncio
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..client import DokobitClient
-from ..exceptions import InvalidArgumentError
-from ..models import (
-    CreatedSigning,
-    ExternalSigner,
-    InternalSigner,
-    SigningFile,
-    SigningStatus,
-)
-from .arguments import EXTERNAL_SIGNER_KEYS, INTERNAL_SIGNER_KEYS
+from ..models import ReportKind, SigningStatus
+from .fields import Uploads
 from .output import (
+    EXIT_USAGE,
     CliError,
-    Progress,
     default_name,
     dump,
     human_size,
@@ -39,39 +32,18 @@ from .output import (
 )
 from .signals import stop_on_signals
 
-__all__ = ["download", "emulate", "sign", "status", "validate"]
-
-_INT_KEYS = frozenset({"sequence"})
-_Signer = TypeVar("_Signer", ExternalSigner, InternalSigner)
-
-
-def _build_signers(specs: Sequence[Mapping[str, str]], kind: type[_Signer]) -> list[_Signer]:
-    """Signer models (``kind``) from parsed ``--signer`` options; ``external_id``
-    defaults to ``signer1``, ``signer2``...; problems raise a usage error."""
-    internal = kind is InternalSigner
-    allowed = INTERNAL_SIGNER_KEYS if internal else EXTERNAL_SIGNER_KEYS
-    flow = "internal" if internal else "external"
-    signers: list[_Signer] = []
-    for number, spec in enumerate(specs, 1):
-        wrong = sorted(set(spec) - allowed)
-        if wrong:
-            raise CliError(
-                f"--signer #{number}: {', '.join(wrong)} not accepted for {flow} signings; "
-                f"use: {', '.join(sorted(allowed))}",
-                code=2,
-            )
-        fields: dict[str, Any] = {k: v for k, v in spec.items() if v != ""}
-        fields.setdefault("external_id", f"signer{number}")
-        for key in _INT_KEYS & set(fields):
-            try:
-                fields[key] = int(fields[key])
-            except ValueError:
-                raise CliError(f"--signer #{number}: {key} must be a whole number", 2) from None
-        try:
-            signers.append(kind(**fields))
-        except InvalidArgumentError as exc:
-            raise CliError(f"--signer #{number}: {exc}", code=2) from None
-    return signers
+__all__ = [
+    "download",
+    "download_arguments",
+    "emulate",
+    "one_stdout_use",
+    "save_report",
+    "saved",
+    "status",
+    "transfer_arguments",
+    "validate",
+    "validate_arguments",
+]
 
 
 def _describe_status(result: SigningStatus) -> list[str]:
@@ -106,14 +78,67 @@ async def status(args: argparse.Namespace, client: DokobitClient) -> int:
     return 0
 
 
-def _saved(what: str, dest: str, size: int) -> None:
-    # with ``-o -`` stdout carries the file itself, so nothing else may go there
-    if dest != "-":
-        out(f"saved {what} to {shown_path(dest)} ({human_size(size)})")
+def download_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``download`` (and ``signing download``)."""
+    parser.add_argument("signing_token", metavar="TOKEN", help="the signing token")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write ('-' for stdout; default: the server's file name, never overwriting)",
+    )
+    parser.add_argument("--internal", action="store_true", help="an internal signing")
+    transfer_arguments(parser)
+
+
+def validate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``validate``."""
+    parser.add_argument("file", metavar="FILE", help="the signed file")
+    parser.add_argument(
+        "--report",
+        choices=[k.value for k in ReportKind],
+        default=ReportKind.REPORT_PDF.value,
+        help="which report (default: %(default)s)",
+    )
+    parser.add_argument("-o", "--output", metavar="OUT", help="where to write ('-' for stdout)")
+    transfer_arguments(parser)
+
+
+def transfer_arguments(
+    parser: argparse.ArgumentParser,
+    json_help: str = "print what was saved as JSON (not with -o -)",
+) -> None:
+    """``--progress`` and ``--json`` of a command that moves a file."""
+    parser.add_argument(
+        "--progress", action="store_true", help="show progress on stderr even if no terminal"
+    )
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
+def saved(args: argparse.Namespace, found: list[dict[str, Any]]) -> None:
+    """Say what was saved: a line per file, or one JSON document with ``--json``.
+
+    ``found`` holds ``{"what", "file", "bytes"}`` per file (and any other key to show
+    in the JSON). With ``-o -`` stdout carries the file itself, so nothing else may go
+    there."""
+    if args.json:
+        out(dump({"saved": found}))
+        return
+    for item in found:
+        if item["file"] != "-":
+            size = human_size(item["bytes"])
+            out(f"saved {item['what']} to {shown_path(item['file'])} ({size})")
+
+
+def one_stdout_use(args: argparse.Namespace) -> None:
+    """Refuse ``--json`` with ``-o -``: both would write on stdout."""
+    if args.json and args.output == "-":
+        raise CliError("--json and -o - both want stdout; choose one", EXIT_USAGE)
 
 
 async def download(args: argparse.Namespace, client: DokobitClient) -> int:
     """Download the signed file."""
+    one_stdout_use(args)
     flow = client.internal if args.internal else client.external
     async with flow.open_download(args.signing_token) as dl:
         dest = args.output or default_name(
@@ -125,105 +150,43 @@ async def download(args: argparse.Namespace, client: DokobitClient) -> int:
             total=dl.content_length,
             label=f"downloading {Path(dest).name if dest != '-' else ''}".rstrip(),
             overwrite=args.output is not None,
+            progress=args.progress,
         )
-    _saved("the signed file", dest, size)
+    saved(args, [{"what": "the signed file", "file": dest, "bytes": size}])
     return 0
 
 
-class _Uploads:
-    """One progress bar over several files sent one after the other."""
-
-    def __init__(self, paths: Sequence[str]):
-        label = f"uploading {Path(paths[0]).name}" if len(paths) == 1 else "uploading"
-        if len(paths) > 1:
-            label += f" {len(paths)} files"
-        self.progress = Progress(label)
-        self._sizes = [_size_of(p) for p in paths]
-        self._sent = [0] * len(paths)
-
-    def callback(self, index: int) -> Any:
-        def on_progress(sent: int, total: int) -> None:
-            self._sizes[index] = total
-            self._sent[index] = sent
-            self.progress.update(sum(self._sent), sum(self._sizes))
-
-        return on_progress
-
-    def files(self, paths: Sequence[str]) -> list[SigningFile]:
-        try:
-            return [
-                SigningFile.from_path(p, on_progress=self.callback(i)) for i, p in enumerate(paths)
-            ]
-        except InvalidArgumentError as exc:
-            raise CliError(str(exc), code=2) from None
-
-
-def _size_of(path: str) -> int:
-    try:
-        return Path(path).stat().st_size
-    except OSError:
-        return 0
-
-
-async def validate(args: argparse.Namespace, client: DokobitClient) -> int:
-    """Upload a signed file for validation and save one of its reports."""
-    uploads = _Uploads([args.file])
-    (file,) = uploads.files([args.file])
-    with uploads.progress:
-        token = await client.validation.upload(file)
-    kind: str = args.report
+async def save_report(
+    client: DokobitClient, token: str, kind: str, output: str | None, stem: str, progress: bool
+) -> dict[str, Any]:
+    """Download the report ``kind`` of the validation ``token`` to ``output`` (default:
+    the server's name, else ``{stem}-{kind}``); what was saved, for :func:`saved`."""
     async with client.validation.open_report(token, kind) as dl:
         fallback = "pdf" if kind.endswith("pdf") else "xml"
-        dest = args.output or default_name(
-            dl.filename, dl.content_type, f"{Path(args.file).stem}-{kind}", fallback_ext=fallback
+        dest = output or default_name(
+            dl.filename, dl.content_type, f"{stem}-{kind}", fallback_ext=fallback
         )
         size = await save(
             dl,
             dest,
             total=dl.content_length,
             label=f"downloading {kind}",
-            overwrite=args.output is not None,
+            overwrite=output is not None,
+            progress=progress,
         )
-    _saved(kind, dest, size)
-    return 0
+    return {"what": kind, "file": dest, "bytes": size, "kind": kind, "validation_token": token}
 
 
-def _describe_created(created: CreatedSigning, internal: bool) -> list[str]:
-    lines = [f"signing token: {created.token}"]
-    for s in created.signers:
-        lines.append(f"signer {s.external_id or '-'}: {s.token}")
-        if internal and s.signing_url:
-            lines.append(f"  signing URL: {s.signing_url}")
-    return lines
-
-
-async def sign(args: argparse.Namespace, client: DokobitClient) -> int:
-    """Create a signing from files and ``--signer`` options."""
-    if args.internal and not args.redirect_uri:
-        raise CliError("--internal needs --redirect-uri URL", code=2)
-    if args.redirect_uri and not args.internal:
-        raise CliError("--redirect-uri applies to --internal signings only", code=2)
-    specs = args.signer or []
-    if args.internal:
-        internal_signers = _build_signers(specs, InternalSigner)
-    else:
-        external_signers = _build_signers(specs, ExternalSigner)
-    uploads = _Uploads(args.files)
-    files = uploads.files(args.files)
-    common: dict[str, Any] = {
-        "name": args.name,
-        "type": args.type,
-        "files": files,
-        "postback_url": args.postback_url,
-    }
+async def validate(args: argparse.Namespace, client: DokobitClient) -> int:
+    """Upload a signed file for validation and save one of its reports."""
+    one_stdout_use(args)
+    uploads = Uploads([args.file], progress=args.progress)
     with uploads.progress:
-        if args.internal:
-            created = await client.internal.create(
-                **common, signers=internal_signers, redirect_uri=args.redirect_uri
-            )
-        else:
-            created = await client.external.create(**common, signers=external_signers)
-    out(dump(created.raw) if args.json else "\n".join(_describe_created(created, args.internal)))
+        token = await client.validation.upload(uploads.files[0])
+    report = await save_report(
+        client, token, args.report, args.output, Path(args.file).stem, args.progress
+    )
+    saved(args, [report])
     return 0
 
 

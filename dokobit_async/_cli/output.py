@@ -3,8 +3,11 @@ the one-line error, the progress bar, file names and atomic saving of downloads.
 
 What a server or a sender wrote may reach stdout (a signer's name, a postback's
 action), so every printed line is made safe for a terminal first. The progress bar
-draws on stderr only when stderr is a terminal, so pipes, logs and CI output stay
-clean.
+draws on stderr only when stderr is a terminal (or when ``--progress`` forces it: then
+one line per redraw, at most once a second), so pipes, logs and CI output stay clean.
+
+The exit statuses live here too, so that every command module raises
+:class:`CliError` with the same codes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from .._payload import write_chunks
 from .._redact import printable, unshowable
 
 __all__ = [
+    "EXIT_FAILED",
+    "EXIT_REFUSED",
+    "EXIT_TRANSPORT",
+    "EXIT_USAGE",
     "PROG",
     "CliError",
     "Progress",
@@ -35,10 +42,23 @@ __all__ = [
     "save",
     "shown_path",
     "table",
+    "warn",
 ]
 
 PROG = "dokobit-async"
 """The command's name: the start of its usage and of each line it writes on stderr."""
+
+EXIT_FAILED = 1
+"""Exit status of a failure that is neither bad input nor the API's: a local file, a
+busy port, an inbox, a cancelled confirmation."""
+EXIT_USAGE = 2
+"""Exit status of bad input: the command line, a local file or option that cannot be
+sent; nothing reached the API."""
+EXIT_REFUSED = 3
+"""Exit status when the API answered with an error (4xx, 5xx, a redirect)."""
+EXIT_TRANSPORT = 4
+"""Exit status when no usable answer came: no connection, a timeout, a lost answer
+(the outcome of a write is then unknown), or an answer that is not the API's JSON."""
 
 _BAR_WIDTH = 24
 _LABEL_WIDTH = 32
@@ -64,7 +84,7 @@ _OUT_LINE_LIMIT = 64 * 1024  # characters of one printed line
 class CliError(Exception):
     """An error the command reports as one line; ``code`` is the exit status."""
 
-    def __init__(self, message: str, code: int = 1):
+    def __init__(self, message: str, code: int = EXIT_FAILED):
         super().__init__(message)
         self.code = code
 
@@ -74,6 +94,13 @@ def out(text: str = "") -> None:
     sender wrote (a signer's name, a postback's action) may hold controls or bidi."""
     lines = (printable(line, _OUT_LINE_LIMIT, backslashes=False) for line in text.split("\n"))
     print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+def warn(text: str) -> None:
+    """Print one ``dokobit-async: warning: ...`` line on stderr."""
+    with contextlib.suppress(OSError, ValueError):
+        line = printable(text, _OUT_LINE_LIMIT, backslashes=False)
+        print(f"{PROG}: warning: {line}", file=sys.stderr, flush=True)
 
 
 def dump(raw: Mapping[str, Any]) -> str:
@@ -120,7 +147,8 @@ class Progress:
 
     ``update(done, total)`` may be called as often as bytes move: it redraws at most
     every ``interval`` seconds, plus the final state. When the stream is not a
-    terminal nothing is ever written.
+    terminal nothing is ever written, unless ``force``: then each redraw is a line of
+    its own, at most one a second (a log keeps a readable trail).
     """
 
     def __init__(
@@ -130,9 +158,13 @@ class Progress:
         stream: TextIO | None = None,
         interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        force: bool = False,
     ):
         self.stream = sys.stderr if stream is None else stream
-        self.enabled = _isatty(self.stream)
+        self._terminal = _isatty(self.stream)
+        self.enabled = self._terminal or force
+        if not self._terminal:
+            interval = max(interval, 1.0)
         label = printable(label, _PATH_SHOWN)
         if len(label) > _LABEL_WIDTH:
             label = label[: _LABEL_WIDTH - 1] + "…"
@@ -168,7 +200,7 @@ class Progress:
         padding = " " * max(0, self._width - len(text))
         self._width = len(text)
         with contextlib.suppress(OSError, ValueError):
-            self.stream.write(f"\r{text}{padding}")
+            self.stream.write(f"\r{text}{padding}" if self._terminal else f"{text}\n")
             self.stream.flush()
 
     def close(self) -> None:
@@ -178,6 +210,8 @@ class Progress:
         if self._last_state is not None:
             self._draw(*self._last_state)
         self._last_draw = None
+        if not self._terminal:
+            return
         with contextlib.suppress(OSError, ValueError):
             self.stream.write("\n")
             self.stream.flush()
@@ -265,16 +299,19 @@ async def save(
     total: int | None,
     label: str,
     overwrite: bool,
+    progress: bool = False,
 ) -> int:
-    """Write ``chunks`` to ``dest`` (``-`` is stdout) with a progress bar; returns the
-    number of bytes. A file is written to a temporary name and renamed at the end, so
-    a failed download leaves nothing behind. Without ``overwrite`` an existing file
-    is an error."""
-    with Progress(label) as progress:
-        counter = _Counter(progress, total)
+    """Write ``chunks`` to ``dest`` (``-`` is stdout) with a progress bar (forced on a
+    stderr that is no terminal with ``progress``); returns the number of bytes. A file
+    is written to a temporary name and renamed at the end, so a failed download leaves
+    nothing behind. Without ``overwrite`` an existing file is an error."""
+    with Progress(label, force=progress) as bar:
+        counter = _Counter(bar, total)
         if dest == "-":
             if _isatty(sys.stdout):
-                raise CliError("not writing a binary file to a terminal; redirect stdout", 2)
+                raise CliError(
+                    "not writing a binary file to a terminal; redirect stdout", EXIT_USAGE
+                )
             await write_chunks(counter.count(chunks), sys.stdout.buffer)
             sys.stdout.buffer.flush()
         else:
@@ -286,7 +323,9 @@ async def save(
 def _check_dest(dest: str, *, overwrite: bool) -> Path:
     path = Path(dest)
     if path.is_dir():
-        raise CliError(f"{shown_path(dest)} is a directory; pass -o with a file name", code=2)
+        raise CliError(
+            f"{shown_path(dest)} is a directory; pass -o with a file name", code=EXIT_USAGE
+        )
     if not overwrite and path.exists():
         raise CliError(f"{shown_path(dest)} already exists; pass -o FILE to choose where to write")
     return path

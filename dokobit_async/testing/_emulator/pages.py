@@ -1,5 +1,24 @@
 """Browser pages of the emulator: each participant's signing page and the e-delivery
-confirmation page. No access token, no faults, no rate limit: a person uses these."""
+confirmation page. No access token, no faults, no rate limit: a person uses these.
+
+What an app's flow depends on behaves as follows. Only the first point is confirmed
+(``docs/wire-notes.md#create-an-internal-signing``: ``redirect_uri`` is where the
+person returns after signing); the others are this emulator's reading, inferred, as no
+public source describes Dokobit's signing page:
+
+- **Sign**, internal flow: 303 to the signing's ``redirect_uri``, unchanged (no query
+  added). External flow: a "Thank you" page.
+- **Decline**, internal flow: 303 to ``redirect_uri`` as well (inferred: the person
+  leaves the signing page either way, and the app learns which from the
+  ``signer_declined`` postback or the status).
+- **Already signed**: the page says so and has no Sign or Decline button; a second
+  POST (a stale tab, a double submit) gets a 400 page saying so, never a 500, and
+  changes nothing (no postback).
+- **Already declined**: the page says so and offers only Sign (inferred from the
+  portal's "Sign anyway"; the state machine allows it); a second Decline gets a 400
+  page.
+- **A viewer**: the page has no buttons; a POST gets a 400 page.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +31,11 @@ from .errors import NOT_FOUND, EmulatedApiError
 from .state import INTERNAL
 
 __all__ = ["add_page_routes"]
+
+_ALREADY = {
+    "signed": "You have already signed this document.",
+    "declined": "You have declined this document. You can still sign it.",
+}
 
 _STYLE = "body{font-family:sans-serif;max-width:40em;margin:2em auto}button{margin-right:1em}"
 
@@ -48,12 +72,17 @@ async def signing_page(request: web.Request) -> web.StreamResponse:
         f"</p><p>Status: <span id='signer-status'>{escape(participant.status)}</span></p>"
         f"<ul>{files}</ul>"
     )
-    if participant.role == "signer" and participant.status != "signed":
-        body += (
-            "<form method='post'>"
-            "<button type='submit' name='action' value='sign'>Sign</button>"
-            "<button type='submit' name='action' value='decline'>Decline</button></form>"
-        )
+    if participant.role != "signer":
+        body += "<p id='result'>You can view this document; there is nothing to sign.</p>"
+    elif participant.status == "signed":
+        body += f"<p id='result'>{_ALREADY['signed']}</p>"
+    else:
+        buttons = "<button type='submit' name='action' value='sign'>Sign</button>"
+        if participant.status == "declined":  # the portal's "Sign anyway" (inferred)
+            body += f"<p id='result'>{_ALREADY['declined']}</p>"
+        else:
+            buttons += "<button type='submit' name='action' value='decline'>Decline</button>"
+        body += f"<form method='post'>{buttons}</form>"
     return _page("Dokobit emulator: sign document", body)
 
 
@@ -68,6 +97,10 @@ async def signing_action(request: web.Request) -> web.StreamResponse:
     signing_token, signer_token = request.match_info["signing"], request.match_info["signer"]
     try:
         signing = core.signing(signing_token)
+        status = signing.participant(signer_token).status
+        if status == "signed" or (status == "declined" and action == "decline"):
+            # a stale tab or a double submit: refused with a page, and nothing changes
+            return _page(f"Already {status}", f"<p id='result'>{_ALREADY[status]}</p>", 400)
         if action == "sign":
             core.sign(signing_token, signer_token)
         elif action == "decline":

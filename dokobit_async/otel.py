@@ -1,0 +1,95 @@
+"""The optional OpenTelemetry extra (``pip install 'dokobit-async[otel]'``): traces and
+metrics from create to handler, in the tools you already run.
+
+Importing it imports ``opentelemetry-api``; ``import dokobit_async`` never does, and
+until :func:`instrument` is called the library records nothing and pays one attribute
+read per call (docs/architecture.md#tracing)::
+
+    from dokobit_async import otel
+
+    otel.instrument()  # the global tracer and meter providers, or pass your own
+
+What is recorded:
+
+* a span per API call (HTTP client attributes, ``dokobit.operation``, the signing's
+  token; ``url.full`` without the access token), with the time waited for the rate
+  limit as a metric;
+* a SERVER span per postback received, ``POST /your/path/{secret}`` (the route's
+  template, never the path): ``dokobit.postback.outcome`` stored, duplicate or refused
+  with ``dokobit.postback.refusal`` (a short code), the action and the signing's token;
+  its context is stored with the event in the inbox (memory, SQLite or Redis);
+* a CONSUMER span per handler run, ``dokobit handle <handler>`` (``dokobit.handler``,
+  ``dokobit.attempt`` from 1, ``dokobit.outcome`` ok, failed or dead,
+  ``dokobit.event.id``), a child of and linked to the postback's span, in whichever
+  process runs it (the dispatcher, any ``RedisWorker``);
+* the counters ``dokobit.postbacks.acknowledged``, ``dokobit.postbacks.refused``,
+  ``dokobit.handler.failures`` and ``dokobit.dead_letters``, and the gauge
+  ``dokobit.inbox.backlog``.
+
+A create call adds its span's ``traceparent`` to the postback URL it sends, so that
+the postbacks Dokobit sends back join the trace that created the signing
+(``instrument(postback_url_context=False)`` turns that off). Neither the access token
+nor a postback URL's secret is ever put in a span, an event or a metric.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from yarl import URL
+
+from . import _otel_client, _otel_receiver, _telemetry
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+__all__ = ["instrument", "is_instrumented", "uninstrument", "url_filter"]
+
+
+def instrument(
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    postback_url_context: bool = True,
+) -> None:
+    """Record traces and metrics for every client, receiver, dispatcher and worker of
+    this process, from now on (calling it again replaces the settings).
+
+    Args:
+        tracer_provider: Where spans go (default: OpenTelemetry's global provider; with
+            none set up, spans are not recorded and cost next to nothing).
+        meter_provider: Where metrics go (default: the global provider).
+        postback_url_context: Add the create call's ``traceparent`` to the postback URL
+            it sends, so that the postbacks join the create's trace.
+    """
+    _telemetry.client = _otel_client.ClientTelemetry(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        propagate_to_postbacks=postback_url_context,
+    )
+    _telemetry.receiver = _otel_receiver.ReceiverTelemetry(
+        tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+
+
+def uninstrument() -> None:
+    """Stop recording: calls, postbacks and handler runs after this record nothing."""
+    _telemetry.client = None
+    _telemetry.receiver = None
+
+
+def is_instrumented() -> bool:
+    """Whether :func:`instrument` is in effect."""
+    return _telemetry.client is not None
+
+
+def url_filter(url: URL) -> str:
+    """``url`` without its ``access_token`` query parameter, for
+    ``opentelemetry-instrumentation-aiohttp-client``, which would otherwise record the
+    client's token in ``url.full``::
+
+        AioHttpClientInstrumentor().instrument(url_filter=otel.url_filter)
+    """
+    kept = [(name, value) for name, value in url.query.items() if name != "access_token"]
+    return str(url.with_query(kept))
