@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,15 @@ __all__ = ["Confirmation", "api_confirmation", "chosen", "confirm", "confirmed"]
 Confirmation = Callable[[Event], Awaitable[bool | None]]
 """Whether the API agrees with an event: True, False (not, or not yet) or None."""
 
+_REMEMBERED = 4096
+"""Signings per client whose flow :func:`confirm` remembers (the most recent ones)."""
+
+# the flow that knew each signing, per client: a signing's next events ask that flow
+# first, so an internal signing's events cost one status read each, not two
+_flows: weakref.WeakKeyDictionary[DokobitClient, OrderedDict[str, bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
 
 async def confirm(client: DokobitClient, event: Event) -> bool | None:
     """Whether the status endpoint agrees with ``event``.
@@ -35,17 +46,25 @@ async def confirm(client: DokobitClient, event: Event) -> bool | None:
     A completed event is confirmed by a signing that is ``completed`` (or already
     ``archived``), a signed or declined one by that signer's status. Events the
     status endpoint does not show (created, archived, e-delivery, unknown) are
-    ``None``. A signing neither flow knows is ``False``.
+    ``None``. A signing neither flow knows is ``False``. The flow that knew a
+    signing is asked first for its next events.
     """
     if not isinstance(event, (SigningCompleted, SignerSigned, SignerDeclined)) or not event.token:
         return None
     status: SigningStatus | None = None
-    for flow in (client.external, client.internal):
+    known = _flows.setdefault(client, OrderedDict())
+    internal_first = known.get(event.token, False)
+    for internal in (internal_first, not internal_first):
+        flow = client.internal if internal else client.external
         try:
             status = await flow.status(event.token)
-            break
         except NotFoundError:
             continue
+        known[event.token] = internal
+        known.move_to_end(event.token)
+        if len(known) > _REMEMBERED:
+            known.popitem(last=False)
+        break
     if status is None:
         return False
     if isinstance(event, SigningCompleted):  # an archived signing was completed first

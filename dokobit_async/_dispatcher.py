@@ -19,6 +19,8 @@
   the API keeps contradicting is set aside as ``unconfirmed``.
 * Pipeline consumers (``receiver.deliveries(name)``) are handlers whose success is
   the consumer's ``ack()``.
+* A replayed event (``Inbox.replay``) comes with ``event.replay`` set, is not
+  confirmed again, and goes to its one named handler only, when the replay names one.
 
 Where events come from, and in what order: :mod:`dokobit_async._backlog`.
 """
@@ -26,6 +28,7 @@ Where events come from, and in what order: :mod:`dokobit_async._backlog`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import random
@@ -38,7 +41,9 @@ import attrs
 
 from . import _telemetry
 from ._backlog import IDLE_POLL, SWEEP_WAIT, Backlog
-from ._confirm import Confirmation, confirmed
+from ._confirm import Confirmation
+from ._confirm import confirmed as confirm
+from ._inbox_replay import replayed, skipped_handlers
 from ._outcomes import Outcome, Progress, Recorder, unconfirmed
 from ._policy import DispatchPolicy
 from ._pressure import BackPressure
@@ -93,6 +98,7 @@ class Dispatcher:
         self.confirmation = confirmation
         self.stopped = asyncio.Event()  # set once draining begins: consumers stop
         self.queues: dict[str, asyncio.Queue[Delivery]] = {c: asyncio.Queue() for c in consumers}
+        self._consumers = [CONSUMER_PREFIX + name for name in consumers]  # as handlers_done
         self.wake = asyncio.Event()
         self.backlog = Backlog(inbox, page=max(1000, 50 * policy.concurrency), wake=self.wake)
         self._later: list[tuple[float, str]] = []  # (when, key): first event awaits a retry
@@ -289,9 +295,9 @@ class Dispatcher:
             raise
         if after is None:  # finished: done, dead, unconfirmed (or gone)
             self.recorder.progress.pop(stored.id, None)
-            if outcome.state == "dead" and (hooks := _telemetry.receiver) is not None:
-                hooks.dead_letter(stored)
-        self._settle(key, after)
+        self._settle(key, after)  # first: whatever the telemetry does, the queue goes on
+        if after is None and outcome.state == "dead" and (hooks := _telemetry.receiver):
+            hooks.dead_letter(stored)
 
     def _settle(self, key: str, after: StoredEvent | None) -> None:
         """The first event of ``key`` is finished (``after`` is None) or stands as
@@ -344,15 +350,18 @@ class Dispatcher:
             if event is None:  # read from the inbox, or a retry
                 received = datetime.fromtimestamp(stored.received_at, tz=timezone.utc)
                 event = parse_postback(stored.body, stored.content_type, received_at=received)
-            if not progress.confirmed:
-                try:
-                    confirmed = await self._confirmed(event)
+            event = replayed(event, stored)
+            if not (progress.confirmed or stored.replays) and self.confirmation is not None:
+                tries, delay = self.policy.confirm_attempts, self.policy.confirm_delay
+                try:  # (a replay was confirmed when it first ran: not asked again)
+                    verdict = await confirm(self.confirmation, event, attempts=tries, delay=delay)
                 except Exception as exc:  # the API (or your confirmation) failed: later
                     return self.recorder.failed(stored, f"confirmation failed: {error_text(exc)}")
-                if confirmed is False:
+                if verdict is False:
                     return Outcome("unconfirmed", unconfirmed(stored))
                 progress.confirmed = True
-            done = stored.handlers_done | progress.succeeded
+            names = functools.partial(self.router.handlers_for, event)  # (asked on a replay)
+            done = skipped_handlers(stored, names, self._consumers) | progress.succeeded
             handled = await self._dispatch(event, stored, done)
         except Exception as exc:  # a bug of ours: retried like a failed handler
             logger.exception("dispatching postback %s failed", printable(stored.action))
@@ -363,24 +372,15 @@ class Dispatcher:
         ]
         return self.recorder.failed(stored, "; ".join(errors)) if errors else Outcome("done")
 
-    async def _confirmed(self, event: Event) -> bool | None:
-        if self.confirmation is None:
-            return None
-        policy = self.policy
-        return await confirmed(
-            self.confirmation, event, attempts=policy.confirm_attempts, delay=policy.confirm_delay
-        )
-
     async def _dispatch(
         self, event: Event, stored: StoredEvent, done: frozenset[str]
     ) -> dict[str, BaseException | None]:
         waits: dict[str, Awaitable[BaseException | None]] = {}
+        loop = asyncio.get_running_loop()
         for name, queue in self.queues.items():
             if CONSUMER_PREFIX + name in done:
                 continue
-            outcome: asyncio.Future[BaseException | None] = (
-                asyncio.get_running_loop().create_future()
-            )
+            outcome: asyncio.Future[BaseException | None] = loop.create_future()
             await queue.put(Delivery(event, outcome))
             waits[CONSUMER_PREFIX + name] = outcome
         handled = await dispatch_attempt(

@@ -72,6 +72,12 @@ class StoredEvent:
     """The W3C ``traceparent`` of the span that received the postback, or None: what
     lets a handler's span link to it, in another process too. Opaque to the inbox,
     which stores it with the event and hands it back unchanged."""
+    replays: int = 0
+    """How many times :meth:`Inbox.replay` sent the event back to its handlers (0: it
+    was never replayed). A handler sees it as ``event.replay``."""
+    replay_handler: str | None = None
+    """The one handler the last replay was for (only it runs), or None: every handler
+    (or never replayed)."""
 
 
 def pending_event(row: NewRow, seq: int) -> StoredEvent:
@@ -160,9 +166,31 @@ class Inbox(Protocol):
         wait for the next commit of an ``add()`` (acknowledgements go first)."""
 
     async def list(
-        self, *, state: InboxState | None = None, limit: int = 100
+        self, *, state: InboxState | None = None, limit: int = 100, after_seq: int = 0
     ) -> builtins.list[StoredEvent]:
-        """Events (in ``state`` if given), by seq."""
+        """Events (in ``state`` if given) with ``seq > after_seq``, by seq: page through
+        them with the last seq seen."""
+
+    async def replay(
+        self,
+        ids: Collection[str] = (),
+        *,
+        received_after: float | None = None,
+        received_before: float | None = None,
+        action: str | None = None,
+        handler: str | None = None,
+    ) -> int:
+        """Done events back to pending now, as a replay; how many moved.
+
+        The events chosen are those ``done`` that match every condition given: one of
+        ``ids``, received at or after ``received_after`` and before
+        ``received_before`` (unix time), of ``action``. Events in another state are
+        left alone (and not counted). Each one moved gets ``replays`` + 1 and
+        ``attempts`` 0; with ``handler``, only that handler runs again (it leaves
+        ``handlers_done``; ``replay_handler`` names it), else every handler does
+        (``handlers_done`` is emptied). A replay of everything is asked for
+        explicitly (``received_after=0``): with no id and no condition this raises
+        :class:`~dokobit_async.exceptions.InvalidArgumentError`."""
 
     async def retry(self, id: str | None = None) -> int:
         """Dead/unconfirmed events (one, or all) back to pending now; how many moved."""

@@ -18,6 +18,7 @@ from ._inbox_base import (
     new_row,
     pending_event,
 )
+from ._inbox_replay import check_replay
 from .exceptions import EventNotFoundError, InboxClosedError
 
 __all__ = ["MemoryInbox"]
@@ -146,15 +147,52 @@ class MemoryInbox(Lifecycle):
         return attempts
 
     async def list(
-        self, *, state: InboxState | None = None, limit: int = 100
+        self, *, state: InboxState | None = None, limit: int = 100, after_seq: int = 0
     ) -> builtins.list[StoredEvent]:
-        """Events (in ``state`` if given), by seq."""
+        """Events (in ``state`` if given) with ``seq > after_seq``, by seq."""
         if state is not None:
             check_state(state)
         check_limit(limit)
         self._require_open()
-        found = [e for e in self._events.values() if state is None or e.state == state]
+        found = [
+            e
+            for e in self._events.values()
+            if (state is None or e.state == state) and e.seq > after_seq
+        ]
         return found[:limit]
+
+    async def replay(
+        self,
+        ids: Collection[str] = (),
+        *,
+        received_after: float | None = None,
+        received_before: float | None = None,
+        action: str | None = None,
+        handler: str | None = None,
+    ) -> int:
+        """Done events (by id and/or condition) back to pending now, as a replay (for
+        every handler, or ``handler`` alone); how many moved."""
+        chosen, selection = check_replay(ids, received_after, received_before, action, handler)
+        self._require_open()
+        moved = 0
+        for event in builtins.list(self._events.values()):
+            if (
+                event.state == "done"
+                and (chosen is None or event.id in chosen)
+                and selection.matches(event)
+            ):
+                left = frozenset() if handler is None else event.handlers_done - {handler}
+                self._events[event.id] = attrs.evolve(
+                    event,
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=0.0,
+                    replays=event.replays + 1,
+                    replay_handler=handler,
+                    handlers_done=left,
+                )
+                moved += 1
+        return moved
 
     async def retry(self, id: str | None = None) -> int:
         """Dead/unconfirmed events (one, or all) back to pending now; how many moved."""

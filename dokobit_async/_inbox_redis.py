@@ -53,7 +53,6 @@ from redis.exceptions import RedisError
 
 from . import _inbox_redis_layout as layout
 from ._inbox_base import (
-    STATES,
     InboxState,
     Lifecycle,
     StoredEvent,
@@ -66,6 +65,7 @@ from ._inbox_base import (
 from ._inbox_redis_batch import AddBatcher
 from ._inbox_redis_client import connect, shown_address
 from ._inbox_redis_layout import PAGE, event_from_flat, event_from_hash, ids_after, queue_key
+from ._inbox_replay import check_replay
 from .exceptions import EventNotFoundError, InboxClosedError, InboxError, InvalidArgumentError
 
 __all__ = ["DEFAULT_PREFIX", "RedisInbox"]
@@ -150,7 +150,7 @@ class RedisInbox(Lifecycle):
             raise InboxError(f"redis inbox at {self._where}: cannot connect: {exc}") from exc
         self._scripts = {
             name: client.register_script(getattr(layout, name))
-            for name in ("ADD", "UPDATE", "RETRY", "PURGE", "READ_PAGE")
+            for name in ("ADD", "UPDATE", "RETRY", "REPLAY", "PURGE", "READ_PAGE")
         }
         self._client = client
 
@@ -335,15 +335,14 @@ class RedisInbox(Lifecycle):
         )
 
     async def list(
-        self, *, state: InboxState | None = None, limit: int = 100
+        self, *, state: InboxState | None = None, limit: int = 100, after_seq: int = 0
     ) -> builtins.list[StoredEvent]:
-        """Events (in ``state`` if given), by seq."""
+        """Events (in ``state`` if given) with ``seq > after_seq``, by seq."""
         if state is not None:
             check_state(state)
         check_limit(limit)
-        return await self._page(
-            "all" if state is None else "s:" + state, limit=limit, state=state or ""
-        )
+        index = "all" if state is None else "s:" + state
+        return await self._page(index, limit=limit, after_seq=after_seq, state=state or "")
 
     async def _each_page(self, index: str, script: str, *args: str) -> int:
         """Run a purge or retry ``script`` over an index, a page of ids at a time (one
@@ -367,6 +366,24 @@ class RedisInbox(Lifecycle):
             [await self._each_page("s:" + state, "RETRY") for state in ("dead", "unconfirmed")]
         )
 
+    async def replay(
+        self,
+        ids: Collection[str] = (),
+        *,
+        received_after: float | None = None,
+        received_before: float | None = None,
+        action: str | None = None,
+        handler: str | None = None,
+    ) -> int:
+        """Done events (by id and/or condition) back to pending now, as a replay (for
+        every handler, or ``handler`` alone); how many moved: a script per page."""
+        chosen, selection = check_replay(ids, received_after, received_before, action, handler)
+        args = layout.replay_args(handler, selection)
+        if chosen is None:
+            return await self._each_page("s:done", "REPLAY", *args)
+        keys, pages = [self._key("seq")], layout.pages_of(sorted(chosen))
+        return sum([await self._script("REPLAY", keys, [self._prefix, *args, *p]) for p in pages])
+
     async def purge(self, *, state: InboxState = "done", older_than: float | None = None) -> int:
         """Delete events in ``state`` (received before ``older_than`` if given); count."""
         check_state(state)
@@ -375,12 +392,4 @@ class RedisInbox(Lifecycle):
 
     async def counts(self) -> dict[str, int]:
         """How many events are in each state (every state present, zeros included)."""
-        states = sorted(STATES)
-
-        async def count(client: aioredis.Redis) -> builtins.list[int]:
-            async with client.pipeline(transaction=True) as pipe:
-                for state in states:
-                    pipe.zcard(self._key("s:" + state))
-                return cast("builtins.list[int]", await pipe.execute())
-
-        return dict(zip(states, await self._run(count), strict=True))
+        return await self._run(functools.partial(layout.state_counts, self._prefix))

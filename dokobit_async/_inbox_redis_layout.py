@@ -13,7 +13,9 @@ tag, so that one inbox is one slot and a script may reach each of its keys):
     ``ctype``, ``at`` (received_at), ``state``, ``attempts``, ``next``
     (next_attempt_at), ``err`` (last_error, absent when none), ``tp`` (the opaque
     traceparent, absent when none), ``q`` (the key of its queue), ``xid`` (its
-    stream entry while pending) and one field ``h:<name>`` per handler that
+    stream entry while pending), ``rp`` and ``rh`` (how many times it was replayed
+    and the one handler of its last replay, each absent when none) and one field
+    ``h:<name>`` per handler that
     succeeded (a mark: set once, never read back as a counter). A worker reads the
     whole hash (``HGETALL``), so it gets what ``get()`` gets.
 ``all`` and ``s:<state>``
@@ -50,7 +52,8 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from ._inbox_base import InboxState, StoredEvent
+from ._inbox_base import STATES, InboxState, StoredEvent
+from ._inbox_replay import Selection
 
 __all__ = [
     "ADD",
@@ -58,12 +61,16 @@ __all__ = [
     "PAGE",
     "PURGE",
     "READ_PAGE",
+    "REPLAY",
     "RETRY",
     "UPDATE",
     "event_from_flat",
     "event_from_hash",
     "ids_after",
+    "pages_of",
     "queue_key",
+    "replay_args",
+    "state_counts",
 ]
 
 PAGE = 500
@@ -223,6 +230,43 @@ return moved
 """
 )
 
+REPLAY = (
+    FUNCTIONS
+    + """
+-- Done events back to pending now, as a replay: for every handler (their marks
+-- cleared) or for one (its mark cleared, its name kept in rh), the replay counted
+-- (rp), back in the queue and the stream as RETRY does. KEYS: seq (for the slot).
+-- ARGV: prefix, handler ('' for all), received_after and received_before ('' for
+-- none), action ('' for any, else '=' and the action), then ids. How many moved.
+local P, h, after, before, action = ARGV[1], ARGV[2], tonumber(ARGV[3]),
+  tonumber(ARGV[4]), ARGV[5]
+local moved = 0
+for i = 6, #ARGV do
+  local id = ARGV[i]
+  local e = P .. 'e:' .. id
+  local f = redis.call('HMGET', e, 'state', 'at', 'action')
+  if f[1] == 'done' and (after == nil or tonumber(f[2]) >= after)
+      and (before == nil or tonumber(f[2]) < before)
+      and (action == '' or '=' .. f[3] == action) then
+    if h == '' then
+      for _, k in ipairs(redis.call('HKEYS', e)) do
+        if string.sub(k, 1, 2) == 'h:' then redis.call('HDEL', e, k) end
+      end
+      redis.call('HDEL', e, 'rh')
+    else
+      redis.call('HDEL', e, 'h:' .. h)
+      redis.call('HSET', e, 'rh', h)
+    end
+    move(P, e, id, 'done', 'pending')
+    redis.call('HSET', e, 'state', 'pending', 'attempts', 0, 'next', '0')
+    redis.call('HINCRBY', e, 'rp', 1)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+)
+
 PURGE = (
     FUNCTIONS
     + """
@@ -271,6 +315,29 @@ return {last, #ids / 2, found}
 """
 
 
+def replay_args(handler: str | None, selection: Selection) -> builtins.list[str]:
+    """The arguments of :data:`REPLAY` before its ids."""
+    bounds = (selection.received_after, selection.received_before)
+    args = [handler or "", *("" if t is None else repr(float(t)) for t in bounds)]
+    return [*args, "" if selection.action is None else "=" + selection.action]
+
+
+def pages_of(ids: builtins.list[str]) -> builtins.list[builtins.list[str]]:
+    """``ids`` in pages of at most :data:`PAGE` (one script call each)."""
+    return [ids[at : at + PAGE] for at in range(0, len(ids), PAGE)]
+
+
+async def state_counts(prefix: str, client: aioredis.Redis) -> dict[str, int]:
+    """How many events are in each state (every state present, zeros included), read
+    in one transaction."""
+    states = sorted(STATES)
+    async with client.pipeline(transaction=True) as pipe:
+        for state in states:
+            pipe.zcard(prefix + "s:" + state)
+        counted = cast("builtins.list[int]", await pipe.execute())
+    return dict(zip(states, counted, strict=True))
+
+
 def ids_after(
     index: str, cursor: str, client: aioredis.Redis
 ) -> Awaitable[builtins.list[tuple[bytes, float]]]:
@@ -286,7 +353,7 @@ def event_from_flat(flat: builtins.list[bytes]) -> StoredEvent:
 
 def event_from_hash(fields: dict[bytes, bytes]) -> StoredEvent:
     """The :class:`StoredEvent` of an event's hash."""
-    error, traceparent = fields.get(b"err"), fields.get(b"tp")
+    error, traceparent, handler = fields.get(b"err"), fields.get(b"tp"), fields.get(b"rh")
     return StoredEvent(
         id=fields[b"id"].decode(),
         seq=int(fields[b"seq"]),
@@ -301,4 +368,6 @@ def event_from_hash(fields: dict[bytes, bytes]) -> StoredEvent:
         last_error=None if error is None else error.decode(),
         handlers_done=frozenset(k[2:].decode() for k in fields if k.startswith(b"h:")),
         traceparent=None if traceparent is None else traceparent.decode(),
+        replays=int(fields.get(b"rp", 0)),
+        replay_handler=None if handler is None else handler.decode(),
     )

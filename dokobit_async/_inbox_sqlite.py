@@ -31,6 +31,8 @@ from ._inbox_base import (
     new_row,
     pending_event,
 )
+from ._inbox_replay import check_replay
+from ._inbox_sqlite_replay import replay_page
 from ._inbox_sqlite_store import (
     SCHEMA_VERSION,
     Store,
@@ -346,14 +348,36 @@ class SQLiteInbox(Lifecycle):
         return attempts
 
     async def list(
-        self, *, state: InboxState | None = None, limit: int = 100
+        self, *, state: InboxState | None = None, limit: int = 100, after_seq: int = 0
     ) -> builtins.list[StoredEvent]:
-        """Events (in ``state`` if given), by seq."""
+        """Events (in ``state`` if given) with ``seq > after_seq``, by seq."""
         if state is not None:
             check_state(state)
         check_limit(limit)
-        rows = await self._call(lambda: self._store.list(state, limit))
+        rows = await self._call(lambda: self._store.list(state, limit, after_seq))
         return [event_from_row(row) for row in rows]
+
+    async def replay(
+        self,
+        ids: Collection[str] = (),
+        *,
+        received_after: float | None = None,
+        received_before: float | None = None,
+        action: str | None = None,
+        handler: str | None = None,
+    ) -> int:
+        """Done events (by id and/or condition) back to pending now, as a replay (for
+        every handler, or ``handler`` alone); how many moved. A transaction per page
+        of events (``_inbox_sqlite_replay``): acknowledgements go in between."""
+        chosen, selection = check_replay(ids, received_after, received_before, action, handler)
+        moved, after = 0, 0
+        while True:
+            page = functools.partial(replay_page, chosen, selection, handler, after)
+            count, last = await self._call(functools.partial(self._store.write, page))
+            moved += count
+            if last is None:
+                return moved
+            after = last
 
     async def retry(self, id: str | None = None) -> int:
         """Dead/unconfirmed events (one, or all) back to pending now; how many moved."""

@@ -42,7 +42,7 @@ __all__ = [
     "set_state_op",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The ``PRAGMA user_version`` that this code creates and understands."""
 
 _Row = tuple[Any, ...]
@@ -53,7 +53,8 @@ fails alone without a savepoint of its own."""
 _FIELDS = [field.name for field in attrs.fields(StoredEvent)]
 _SELECT = (  # the columns in StoredEvent's field order
     "SELECT id, seq, signing_token, action, body, content_type, received_at, state,"
-    " attempts, next_attempt_at, last_error, handlers_done, traceparent FROM events"
+    " attempts, next_attempt_at, last_error, handlers_done, traceparent, replays,"
+    " replay_handler FROM events"
 )
 _INSERT = (  # the columns in NewRow's order
     "INSERT INTO events"
@@ -64,7 +65,8 @@ _INSERT = (  # the columns in NewRow's order
 # is never reused, so arrival order stays strictly increasing even after a purge.
 # handlers_done is a JSON array: one row per event, read and written with the event.
 # Version 2 adds traceparent (opaque, nullable: the rows of version 1 keep NULL); a
-# nullable column without a default is added in place, no row rewritten.
+# nullable column without a default is added in place, no row rewritten. Version 3 adds
+# the replay count (a constant default: in place too) and the replay's one handler.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         """CREATE TABLE events (
@@ -85,6 +87,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX events_state_seq ON events (state, seq)",
     ),
     ("ALTER TABLE events ADD COLUMN traceparent TEXT",),
+    (
+        "ALTER TABLE events ADD COLUMN replays INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE events ADD COLUMN replay_handler TEXT",
+    ),
 )
 
 
@@ -241,6 +247,11 @@ class Store:
                     results.append(exc)
         return results
 
+    def write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in a write transaction of its own (all of it, or nothing)."""
+        with self._write() as conn:
+            return work(conn)
+
     def retry(self, id: str | None) -> int:
         """Dead/unconfirmed events (one, or all) back to pending; how many moved."""
         sql = (
@@ -275,11 +286,11 @@ class Store:
             params += (due_before,)
         return self.conn.execute(sql + " ORDER BY seq LIMIT ?", (*params, limit)).fetchall()
 
-    def list(self, state: str | None, limit: int) -> builtins.list[_Row]:
-        """Rows of the events (in ``state`` if given), by seq."""
-        where, params = ("", ()) if state is None else (" WHERE state = ?", (state,))
-        sql = _SELECT + where + " ORDER BY seq LIMIT ?"
-        return self.conn.execute(sql, (*params, limit)).fetchall()
+    def list(self, state: str | None, limit: int, after_seq: int) -> builtins.list[_Row]:
+        """Rows of the events (in ``state`` if given) past ``after_seq``, by seq."""
+        where, params = ("", ()) if state is None else (" AND state = ?", (state,))
+        sql = _SELECT + " WHERE seq > ?" + where + " ORDER BY seq LIMIT ?"
+        return self.conn.execute(sql, (after_seq, *params, limit)).fetchall()
 
     def counts(self) -> dict[str, int]:
         """How many events are in each state (zeros included)."""

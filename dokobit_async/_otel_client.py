@@ -11,14 +11,14 @@ path, to which the client adds the access token only on the wire; the request bo
 (which may hold a postback URL's secret segment) is never read, but for a create's
 ``postback_url``, which only gets our ``traceparent`` added; an error's message (an
 answer may echo a field's value) is neither recorded nor put in the status, only its
-class name, and no exception event is recorded.
+class name, and no exception event is recorded. Nothing OpenTelemetry raises reaches
+the caller (``_otel_common``): a call ends as it would without telemetry.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
@@ -26,7 +26,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
 from . import __version__
-from ._otel_receiver import _Current, format_traceparent  # shared by both sides
+from ._otel_common import Current, error_type, guarded, swallowed
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -57,7 +57,7 @@ def _origin(base_url: str) -> tuple[str, str, int]:
     return shown, host, port
 
 
-class _CallSpan(_Current):
+class _CallSpan(Current):
     """One call's span (implements ``_telemetry.CallSpan``), current while the call
     runs, so that spans of the transport (aiohttp-client instrumentation) nest under
     it."""
@@ -71,27 +71,20 @@ class _CallSpan(_Current):
 
     def __enter__(self) -> _CallSpan:
         if self._span is not INVALID_SPAN:  # the no-op tracer's: current, it changes nothing
-            super().__enter__()
+            self._attach()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            if exc is not None:
-                self.failed(exc)
-            span = self._span
-            if span.is_recording():
-                if self._status is not None:
-                    span.set_attribute("http.response.status_code", self._status)
-                if self._resends > 0:
-                    span.set_attribute("http.request.resend_count", self._resends)
-        finally:
-            super().__exit__(exc_type, exc, tb)
+    def _ending(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            self.failed(exc)
+        span = self._span
+        if span.is_recording():
+            if self._status is not None:
+                span.set_attribute("http.response.status_code", self._status)
+            if self._resends > 0:
+                span.set_attribute("http.request.resend_count", self._resends)
 
+    @guarded
     def signing(self, token: str) -> None:
         self._span.set_attribute("dokobit.signing.token", token)
 
@@ -100,18 +93,19 @@ class _CallSpan(_Current):
         if status is not None:
             self._status = status
 
+    @guarded
     def failed(self, error: BaseException) -> None:
         self._told = True
         status = getattr(error, "status", None)
         if isinstance(status, int) and self._status is None:
             self._status = status  # a refused redirect: answered, yet no answer returned
-        name = type(error).__name__
+        name = error_type(error)
         self._span.set_attribute("error.type", name)
         # the class name only: an error's message may echo what was sent
         self._span.set_status(Status(StatusCode.ERROR, name))
 
     def traceparent(self) -> str | None:
-        return format_traceparent(self._span.get_span_context())
+        return self._traceparent()
 
 
 class ClientTelemetry:
@@ -159,15 +153,20 @@ class ClientTelemetry:
         found = _SIGNING_PATH.match(request.path)
         if found is not None:
             attributes["dokobit.signing.token"] = unquote(found.group(1))
-        span = self._tracer.start_span(
-            f"dokobit {request.operation}",
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+        try:
+            span = self._tracer.start_span(
+                f"dokobit {request.operation}",
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+        except Exception as error:  # a processor's on_start, a sampler
+            swallowed("span start", error)
+            span = INVALID_SPAN
         return _CallSpan(span)
 
+    @guarded
     def rate_limit_waited(self, seconds: float) -> None:
         """A request waited ``seconds`` for a slot of the rate limit (0: none)."""
         self._waits.record(seconds)

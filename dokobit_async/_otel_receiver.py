@@ -5,37 +5,41 @@ a CONSUMER span per handler run, and the receiver's counters and backlog gauge
 One trace from the create call to the handler, across processes: the postback's
 span takes its parent from the ``traceparent`` the client put in the postback URL's
 query (Dokobit calls that URL as given), else from the request's headers (the
-global propagator), else it is a root; its own context is stored with the event
+global propagator), else it is a root; the sender's context is read only once the
+URL's secret verified (a sender who does not know it chooses no trace: refused
+before, the span is a root); its own context is stored with the event
 (``StoredEvent.traceparent``), and whichever process runs a handler makes that
 context both the parent of the handler's span and a link of it.
 
 What is recorded never holds a secret: the route is the template (``{secret}``,
 never the path), the query is read for ``traceparent`` only, refusals are short
 codes (never the sender's text), and an exception is recorded by its type alone
-(its message may quote what a sender sent, or a token).
+(its message may quote what a sender sent, or a token). Nothing OpenTelemetry raises
+reaches the receiver, the dispatcher or a worker (``_otel_common``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from time import time_ns
+from typing import TYPE_CHECKING
 
-from opentelemetry import context, metrics, propagate, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import Observation
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-if TYPE_CHECKING:
-    from contextvars import Token
+from . import __version__, _telemetry
+from ._otel_common import Current, error_type, guarded, swallowed
 
+if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.metrics import CallbackOptions, MeterProvider
-    from opentelemetry.trace import Span, SpanContext, TracerProvider
+    from opentelemetry.trace import Span, Tracer, TracerProvider
 
     from ._telemetry import StoredContext
 
-__all__ = ["ReceiverTelemetry", "format_traceparent"]
+__all__ = ["ReceiverTelemetry"]
 
 _SCOPE = "dokobit_async"
 _W3C = TraceContextTextMapPropagator()
@@ -44,13 +48,10 @@ _METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
 
-
-def format_traceparent(context: SpanContext) -> str | None:
-    """``context`` as a W3C ``traceparent`` (version 00), or None when it is not valid
-    (a span that records nothing and has no parent)."""
-    if not context.is_valid:
-        return None
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+_backlogs: dict[int, Callable[[], int]] = {}
+"""Every running dispatcher's backlog, whichever ``instrument()`` it started under:
+module-wide, since a meter provider gives a second ``instrument()`` the gauge the
+first registered, with the first's callback."""
 
 
 def _stored_context(traceparent: str | None) -> Context | None:
@@ -61,66 +62,87 @@ def _stored_context(traceparent: str | None) -> Context | None:
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
-_Span = TypeVar("_Span", bound="_Current")
+class _Postback(Current):
+    """:class:`~dokobit_async._telemetry.PostbackSpan` over one SERVER span.
 
+    The span starts (at the time the request arrived) once its parent is known: the
+    sender's, from the URL's query or the headers, once the URL's secret verified
+    (:meth:`verified`); a root for a refusal before that, so that an unauthenticated
+    sender cannot choose the trace it joins."""
 
-class _Current:
-    """A span made current while the block runs, ended after it: one step less than
-    ``start_as_current_span`` per postback and handler run. An exception that leaves
-    the block untold is recorded by its type alone."""
+    __slots__ = ("_arrived", "_headers", "_method", "_query", "_route", "_telemetry")
 
-    __slots__ = ("_attached", "_span", "_told")
-
-    def __init__(self, span: Span):
-        self._span = span
-        self._told = False
-        self._attached: Token[Context] | None = None
-
-    def __enter__(self: _Span) -> _Span:
-        self._attached = context.attach(trace.set_span_in_context(self._span))
-        return self
-
-    def __exit__(
+    def __init__(
         self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            if exc is not None and not self._told:  # cancelled, say
-                self._span.set_attribute("error.type", _error_type(exc))
-                self._span.set_status(Status(StatusCode.ERROR))
-        finally:
-            if self._attached is not None:
-                context.detach(self._attached)
-            self._span.end()
-
-
-class _Postback(_Current):
-    """:class:`~dokobit_async._telemetry.PostbackSpan` over one SERVER span."""
-
-    __slots__ = ("_telemetry",)
-
-    def __init__(self, span: Span, telemetry: ReceiverTelemetry):
-        super().__init__(span)
+        telemetry: ReceiverTelemetry,
+        method: str,
+        route: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+    ):
+        super().__init__(INVALID_SPAN)
         self._telemetry = telemetry
+        self._method = method
+        self._route = route
+        self._query: Mapping[str, str] | None = query
+        self._headers = headers
+        self._arrived = time_ns()
 
+    def __enter__(self) -> _Postback:
+        return self  # current from its start
+
+    def _start(self, parent: Context) -> None:
+        if self._query is None:  # (started already)
+            return
+        self._query = None
+        try:
+            self._span = self._telemetry.tracer.start_span(
+                f"{self._method} {self._route}",
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": self._method, "http.route": self._route},
+                start_time=self._arrived,
+            )
+        except Exception as error:  # a processor's on_start, a sampler
+            swallowed("span start", error)
+            return
+        self._attach()
+
+    def verified(self) -> None:
+        query = self._query
+        if query is None:
+            return
+        try:  # the URL's own context first: it is the create call's (module docstring)
+            parent = _stored_context(query.get("traceparent")) or propagate.extract(self._headers)
+        except Exception as error:
+            swallowed("context extract", error)
+            parent = _ROOT
+        self._start(parent)
+
+    def _ending(self, exc: BaseException | None) -> None:
+        self._start(_ROOT)  # (refused before it verified: its own trace)
+
+    @guarded
     def parsed(self, *, action: str, signing_token: str) -> None:
         attributes = {"dokobit.postback.action": action}
         if signing_token:
             attributes["dokobit.signing.token"] = signing_token
         self._span.set_attributes(attributes)
 
+    @guarded
     def stored(self, *, duplicate: bool) -> None:
         self._told = True
+        self._start(_ROOT)
         outcome = "duplicate" if duplicate else "stored"
         self._span.set_attributes(
             {"dokobit.postback.outcome": outcome, "http.response.status_code": 200}
         )
         self._telemetry.acknowledged.add(1, {"dokobit.postback.outcome": outcome})
 
+    @guarded
     def refused(self, reason: str, status: int) -> None:
         self._told = True
+        self._start(_ROOT)
         attributes: dict[str, str | int] = {
             "dokobit.postback.outcome": "refused",
             "dokobit.postback.refusal": reason,
@@ -135,10 +157,10 @@ class _Postback(_Current):
         )
 
     def traceparent(self) -> str | None:
-        return format_traceparent(self._span.get_span_context())
+        return self._traceparent()
 
 
-class _HandlerRun(_Current):
+class _HandlerRun(Current):
     """:class:`~dokobit_async._telemetry.HandlerSpan` over one CONSUMER span."""
 
     __slots__ = ("_handler", "_telemetry")
@@ -148,6 +170,7 @@ class _HandlerRun(_Current):
         self._telemetry = telemetry
         self._handler = handler
 
+    @guarded
     def finished(self, error: BaseException | None, *, dead: bool = False) -> None:
         self._told = True
         span = self._span
@@ -155,15 +178,26 @@ class _HandlerRun(_Current):
             span.set_attribute("dokobit.outcome", "ok")
             return
         span.set_attributes(
-            {"dokobit.outcome": "dead" if dead else "failed", "error.type": _error_type(error)}
+            {"dokobit.outcome": "dead" if dead else "failed", "error.type": error_type(error)}
         )
         span.set_status(Status(StatusCode.ERROR))
         self._telemetry.handler_failures.add(1, {"dokobit.handler": self._handler})
 
 
-def _error_type(error: BaseException) -> str:
-    kind, module = type(error), type(error).__module__
-    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+class _Poll(Current):
+    """:class:`~dokobit_async._telemetry.PollSpan` over one INTERNAL span, a root
+    (docs/architecture.md#reconciliation)."""
+
+    __slots__ = ()
+
+    @guarded
+    def looked(self, outcome: str, *, missed: int) -> None:
+        self._told = True
+        self._span.set_attributes(
+            {"dokobit.reconcile.outcome": outcome, "dokobit.reconcile.missed": missed}
+        )
+        if outcome in ("failed", "not_stored"):
+            self._span.set_status(Status(StatusCode.ERROR))
 
 
 class ReceiverTelemetry:
@@ -180,8 +214,10 @@ class ReceiverTelemetry:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ):
-        self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
-        meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
+        self.tracer: Tracer = trace.get_tracer(
+            _SCOPE, __version__, tracer_provider=tracer_provider
+        )
+        meter = metrics.get_meter(_SCOPE, __version__, meter_provider=meter_provider)
         self.acknowledged = meter.create_counter(
             "dokobit.postbacks.acknowledged",
             unit="{postback}",
@@ -200,10 +236,9 @@ class ReceiverTelemetry:
             unit="{event}",
             description="Events that failed their last attempt.",
         )
-        self._backlogs: dict[int, Callable[[], int]] = {}
-        meter.create_observable_gauge(
+        meter.create_observable_gauge(  # (a second instrument() gets the first's)
             "dokobit.inbox.backlog",
-            callbacks=[self._observe_backlog],
+            callbacks=[_observe_backlog],
             unit="{event}",
             description="Events the running dispatchers hold that are not finished.",
         )
@@ -212,17 +247,17 @@ class ReceiverTelemetry:
         self, *, method: str, route: str, query: Mapping[str, str], headers: Mapping[str, str]
     ) -> _Postback:
         method = method if method in _METHODS else "_OTHER"
-        # the URL's own context first: it is the create call's (see the module docstring)
-        parent = _stored_context(query.get("traceparent")) or propagate.extract(headers)
-        span = self._tracer.start_span(
-            f"{method} {route}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "http.route": route},
-        )
-        return _Postback(span, self)
+        return _Postback(self, method, route, query, headers)
 
     def handler(self, name: str, stored: StoredContext, attempt: int) -> _HandlerRun:
+        try:
+            span = self._handler_span(name, stored, attempt)
+        except Exception as error:  # a processor's on_start, a sampler
+            swallowed("span start", error)
+            span = INVALID_SPAN
+        return _HandlerRun(span, self, name)
+
+    def _handler_span(self, name: str, stored: StoredContext, attempt: int) -> Span:
         parent = _stored_context(stored.traceparent)
         links: tuple[Link, ...]
         if parent is None:  # a root, not a child of whatever runs the dispatch
@@ -237,27 +272,51 @@ class ReceiverTelemetry:
         }
         if stored.signing_token:
             attributes["dokobit.signing.token"] = stored.signing_token
-        span = self._tracer.start_span(
+        if stored.replays:  # (a replayed event: docs/architecture.md#replay-and-export)
+            attributes["dokobit.replay"] = stored.replays
+        return self.tracer.start_span(
             f"dokobit handle {name}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
             links=links,
         )
-        return _HandlerRun(span, self, name)
 
+    def poll(self, signing_token: str, flow: str) -> _Poll:
+        try:
+            span = self.tracer.start_span(
+                "dokobit reconcile poll",
+                context=_ROOT,
+                kind=SpanKind.INTERNAL,
+                attributes={"dokobit.signing.token": signing_token, "dokobit.flow": flow},
+            )
+        except Exception as error:  # a processor's on_start, a sampler
+            swallowed("span start", error)
+            span = INVALID_SPAN
+        return _Poll(span)
+
+    @guarded
     def dead_letter(self, stored: StoredContext) -> None:
         self.dead_letters.add(1, {"dokobit.postback.action": stored.action})
 
     def watch_backlog(self, size: Callable[[], int]) -> Callable[[], None]:
         key = id(size)
-        self._backlogs[key] = size
+        _backlogs[key] = size
 
         def unwatch() -> None:
-            self._backlogs.pop(key, None)
+            _backlogs.pop(key, None)
 
         return unwatch
 
-    def _observe_backlog(self, options: CallbackOptions) -> Iterator[Observation]:
-        if self._backlogs:  # (no dispatcher runs: nothing to observe)
-            yield Observation(sum(size() for size in list(self._backlogs.values())))
+
+def _observe_backlog(options: CallbackOptions) -> Iterator[Observation]:
+    """The gauge's callback: the backlog of every running dispatcher, while the
+    library is instrumented (nothing after ``uninstrument()``, nor with no
+    dispatcher running)."""
+    if _backlogs and _telemetry.receiver is not None:
+        try:
+            total = sum(size() for size in list(_backlogs.values()))
+        except Exception as error:
+            swallowed("backlog", error)
+            return
+        yield Observation(total)

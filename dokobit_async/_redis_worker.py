@@ -36,6 +36,9 @@ group.
   is reclaimed after the lease. A worker restarted with the same name reads its own
   pending entries first (``XREADGROUP`` from ``0``): it takes its events back at
   once, not after the lease.
+* **Replays** (``Inbox.replay``): a replayed event comes back through the stream and
+  its signing's queue as a retried one does; its handlers see ``event.replay``, it
+  is not confirmed again, and a replay for one handler runs only that one.
 * **No secret in a log line or a stored error**: the client's access token (and any
   ``secrets``) is masked in every spelling (``_redact``).
 
@@ -60,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -76,6 +80,7 @@ from ._confirm import Confirmation, chosen, confirmed
 from ._inbox_redis import DEFAULT_PREFIX, RedisInbox
 from ._inbox_redis_client import connect
 from ._inbox_redis_layout import event_from_flat
+from ._inbox_replay import replayed, skipped_handlers
 from ._outcomes import failed_attempt, unconfirmed
 from ._policy import DispatchPolicy
 from ._redact import error_text, printable, redact
@@ -296,7 +301,7 @@ class RedisWorker:
         record the attempt in one write."""
         stored = event_from_flat(flat)
         asked = self._confirmation is not None and not (
-            b"cf" in flat[::2] or stored.handlers_done  # confirmed before (see above)
+            b"cf" in flat[::2] or stored.handlers_done or stored.replays  # confirmed before
         )
         beat = asyncio.get_running_loop().create_task(self._beat(entry_id))
         try:
@@ -323,6 +328,7 @@ class RedisWorker:
         try:
             received = datetime.fromtimestamp(stored.received_at, tz=timezone.utc)
             event = parse_postback(stored.body, stored.content_type, received_at=received)
+            event = replayed(event, stored)
             if asked:
                 assert self._confirmation is not None
                 try:
@@ -336,7 +342,8 @@ class RedisWorker:
                     return "failed", f"confirmation failed: {error_text(exc)}", False, []
                 if verdict is False:
                     return "unconfirmed", unconfirmed(stored), False, []
-            skip, limit = stored.handlers_done, self.policy.max_attempts
+            skip = skipped_handlers(stored, functools.partial(self.router.handlers_for, event))
+            limit = self.policy.max_attempts
             handled = await dispatch_attempt(self.router, event, stored, skip, limit)
         except Exception as exc:  # a body that no longer parses, a bug of ours
             handled = {"worker": exc}

@@ -1,9 +1,10 @@
 """The seam between the library and OpenTelemetry: two slots, empty unless
 :func:`dokobit_async.otel.instrument` filled them.
 
-Pure and import-free on purpose (docs/architecture.md#tracing): the client, the
-receiver, the dispatcher and the workers read :data:`client` or :data:`receiver` once
-per call, postback or handler run, and do nothing more while it is ``None``. So
+Pure on purpose, the standard library its only import (docs/architecture.md#tracing):
+the client, the receiver, the dispatcher and the workers read :data:`client` or
+:data:`receiver` once per call, postback or handler run, and do nothing more while it
+is ``None``. So
 without the ``otel`` extra, or with it installed but never switched on, no
 OpenTelemetry module is imported and the hot paths pay one attribute read each.
 
@@ -15,9 +16,11 @@ a postback URL's secret: URLs are given as shown (redacted), routes as templates
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from .sansio import Request
@@ -31,6 +34,7 @@ __all__ = [
     "StoredContext",
     "client",
     "receiver",
+    "with_traceparent",
 ]
 
 
@@ -72,6 +76,11 @@ class ClientHooks(Protocol):
 class PostbackSpan(Protocol):
     """One postback request as the telemetry sees it."""
 
+    def verified(self) -> None:
+        """The URL's secret verified (or the receiver has none): the sender may now
+        choose the span's parent (the URL's ``traceparent``, its headers). A refusal
+        before this starts a trace of its own."""
+
     def parsed(self, *, action: str, signing_token: str) -> None:
         """The body was read: the postback's action and signing."""
 
@@ -107,6 +116,10 @@ class StoredContext(Protocol):
     def traceparent(self) -> str | None:
         """The context of the span that received it, if any."""
 
+    @property
+    def replays(self) -> int:
+        """How many times it was replayed (0: a first delivery)."""
+
 
 class HandlerSpan(Protocol):
     """One handler's run for one event."""
@@ -116,6 +129,14 @@ class HandlerSpan(Protocol):
         failure made the event a dead letter."""
 
 
+class PollSpan(Protocol):
+    """One reconciler look at a tracked signing."""
+
+    def looked(self, outcome: str, *, missed: int) -> None:
+        """How it ended (``changed``, ``unchanged``, ``final``, ``gone``, ``failed``,
+        ``not_stored``), and how many missed postbacks it stored."""
+
+
 class ReceiverHooks(Protocol):
     """What the receiver, the dispatcher and the workers tell the telemetry."""
 
@@ -123,8 +144,9 @@ class ReceiverHooks(Protocol):
         self, *, method: str, route: str, query: Mapping[str, str], headers: Mapping[str, str]
     ) -> AbstractContextManager[PostbackSpan]:
         """A span around one postback request. ``route`` is the path template (the
-        secret segment never shows); the parent context is the ``traceparent`` of the
-        URL's ``query`` (read for nothing else), else what the ``headers`` carry."""
+        secret segment never shows); once :meth:`PostbackSpan.verified`, the parent
+        context is the ``traceparent`` of the URL's ``query`` (read for nothing else),
+        else what the ``headers`` carry."""
 
     def handler(
         self, name: str, stored: StoredContext, attempt: int
@@ -138,6 +160,35 @@ class ReceiverHooks(Protocol):
     def watch_backlog(self, size: Callable[[], int]) -> Callable[[], None]:
         """Report ``size()`` as the backlog while registered; returns the function
         that unregisters it."""
+
+    def poll(self, signing_token: str, flow: str) -> AbstractContextManager[PollSpan]:
+        """A span around one reconciler look (its status call is a child of it)."""
+
+
+_Add = TypeVar("_Add", bound=Callable[..., Any])
+_TAKES_TRACEPARENT: dict[Any, bool] = {}  # by ``add``'s function (an inbox class's)
+
+
+def with_traceparent(add: _Add, traceparent: str | None) -> _Add:
+    """An inbox's ``add`` that stores ``traceparent`` with the event, when there is
+    one and ``add`` takes it: an inbox written to the older protocol (no
+    ``traceparent`` parameter) keeps working instrumented, its handlers' spans roots.
+    Whether it takes it is decided once per ``add`` function."""
+    if traceparent is None:
+        return add
+    function = getattr(add, "__func__", add)
+    takes = _TAKES_TRACEPARENT.get(function)
+    if takes is None:
+        try:
+            parameters = list(inspect.signature(add).parameters.values())
+        except (TypeError, ValueError):  # (no signature to read: do not guess)
+            parameters = []
+        if len(_TAKES_TRACEPARENT) > 64:  # (a cache: a process has few inbox classes)
+            _TAKES_TRACEPARENT.clear()
+        takes = _TAKES_TRACEPARENT[function] = any(
+            p.name == "traceparent" or p.kind is p.VAR_KEYWORD for p in parameters
+        )
+    return cast(_Add, functools.partial(add, traceparent=traceparent)) if takes else add
 
 
 client: ClientHooks | None = None

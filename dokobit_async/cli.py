@@ -22,7 +22,12 @@
     dokobit-async listen --router MODULE:ATTR [--port 8080] [--inbox postbacks.db]
                          [--public-url URL] [--secret-env VAR] [--no-confirm]
     dokobit-async work --inbox redis://HOST[:PORT][/DB] --router MODULE:ATTR [--no-confirm]
+    dokobit-async reconcile --inbox postbacks.db|URL [--tracker PATH|URL] [--once]
+                            [--share 0.2]
     dokobit-async inbox list|show ID|retry [ID]|purge [--inbox postbacks.db|URL]
+    dokobit-async inbox replay [ID...] [--since TIME] [--until TIME] [--action A] [--handler N]
+    dokobit-async inbox export [--state S] [--since TIME] [--until TIME] [-o FILE|-]
+    dokobit-async console [--inbox postbacks.db|URL] [--host 127.0.0.1] [--port 8090]
     dokobit-async demo [--out signed-demo.pdf]
 
 Every API command prints a short summary, or ``--json``: the API's answer (or what
@@ -50,7 +55,7 @@ after Ctrl-C (``emulate``, ``listen`` and ``work`` stop on Ctrl-C or SIGTERM wit
 This module is the command's face: its parser and ``main``. The commands themselves
 live in :mod:`dokobit_async._cli`, one module per group: ``api`` (``status``,
 ``download``, ``validate``, ``emulate``), ``signings``, ``services`` (``delivery``,
-``validation``), ``listen``, ``work``, ``inbox`` and ``demo``, on top of
+``validation``), ``listen``, ``work``, ``inbox``, ``console`` and ``demo``, on top of
 ``access``, ``arguments``, ``fields``, ``inboxes``, ``output``, ``logs`` and
 ``signals``.
 """
@@ -65,7 +70,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ._cli import api, demo, inbox, listen, services, signings, work
+from ._cli import api, console, demo, inbox, listen, reconcile, services, signings, work
 from ._cli.access import BASE_URL_ENV, TOKEN_ENV, client_of, read_token_file, secrets_in
 from ._cli.arguments import non_negative, port_number
 from ._cli.logs import LINE_LIMIT, log_to_stderr
@@ -226,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     services.add_parsers(command, api_options)
     listen.add_parser(command)
     work.add_parser(command)
+    reconcile.add_parser(command)
     inbox.add_parser(command)
+    console.add_parser(command)
     demo.add_parser(command)
     return parser
 
@@ -237,18 +244,29 @@ def build_parser() -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace) -> int:
     if args.command == "emulate":
         return await api.emulate(args)
+    if args.command == "console":
+        return await console.console(args)
     if args.command == "inbox":
         return await inbox.inbox(args)
+    if args.command == "reconcile":
+        client = client_of(args, required=True, warn_argument=True)
+        assert client is not None
+        return await reconcile.reconcile(args, client)
     if args.command == "work":  # the client confirms the events, its token is masked
-        return await work.work(args, client_of(args, required=False))
+        return await work.work(args, client_of(args, required=False, warn_argument=True))
     if args.command in ("listen", "demo"):
         if args.command == "listen":
-            optional = client_of(args, required=False) if args.confirm else None
+            wanted = args.confirm or args.reconcile  # --reconcile asks the status
+            optional = (
+                client_of(args, required=args.reconcile, warn_argument=True) if wanted else None
+            )
         elif getattr(args, "base_url", None) is not None:  # only an explicit --base-url
             optional = client_of(args, required=True)
         else:
-            if getattr(args, "token", None) is not None:
-                raise CliError("--token applies with --base-url (the real API) only", code=2)
+            if getattr(args, "token", None) is not None or getattr(args, "token_file", None):
+                raise CliError(
+                    "--token and --token-file apply with --base-url (the real API) only", code=2
+                )
             optional = None
         async with contextlib.AsyncExitStack() as stack:
             if optional is not None:
@@ -296,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             args.token_from_file = read_token_file(args.token_file)
             secrets.append(args.token_from_file)
         verbose = bool(getattr(args, "verbose", False))
-        with log_to_stderr(verbose, secrets, serving=command in ("listen", "work")):
+        with log_to_stderr(verbose, secrets, serving=command in ("listen", "work", "console")):
             return asyncio.run(_run(args))
     except _UsageError as exc:
         return _fail(str(exc), secrets, EXIT_USAGE)
@@ -317,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     except DokobitError as exc:
         return _fail(str(exc), secrets, EXIT_FAILED)
     except KeyboardInterrupt:
-        if command in ("emulate", "listen", "work"):  # no signal handlers: Ctrl-C stops
+        if command in ("emulate", "listen", "work", "console"):  # no signal handlers: Ctrl-C stops
             return 0
         return _fail("interrupted", secrets, 130)
     except BrokenPipeError:

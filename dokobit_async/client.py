@@ -30,6 +30,7 @@ from ._payload import Dest, StreamingBody, prepared_files, write_chunks
 from ._redact import redact
 from ._request import with_traceparent
 from ._retrying import log_attempt, retry_delay
+from ._tracker import Tracker, tracked
 from ._transport import (
     ERROR_BODY_LIMIT,
     Download,
@@ -77,6 +78,9 @@ class DokobitClient:
         retry: When a failed call is tried again (writes are never resent blindly).
         timeout: Connect and read timeouts.
         body_encoding: ``"form"`` (as Dokobit's own examples send) or ``"json"``.
+        tracker: Tracks every signing this client creates, for the reconciler
+            (``dokobit_async.reconcile``); a tracking failure is logged, never
+            fails the create.
 
     Raises:
         InvalidArgumentError: An empty token, a base URL that is not http(s) or has
@@ -93,6 +97,7 @@ class DokobitClient:
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
         timeout: Timeout = Timeout(),  # noqa: B008 - frozen
         body_encoding: str = FORM,
+        tracker: Tracker | None = None,
     ):
         if not isinstance(access_token, str) or not access_token.strip():
             raise InvalidArgumentError("access_token must be a non-empty string")
@@ -112,6 +117,7 @@ class DokobitClient:
         self.retry = retry
         self.timeout = timeout
         self.body_encoding = body_encoding
+        self.tracker = tracker
         self._session = session
         self._owns_session = session is None
         self._closed = False
@@ -262,6 +268,8 @@ class DokobitClient:
             body = await response.read()
             return decipher_json(request, response.status, body, model, url=url, secret=secret)
 
+        if self.tracker is not None and model is CreatedSigning:
+            return tracked(self._send(request, url, consume), self.tracker, request.operation)
         return self._send(request, url, consume)
 
     async def _download(self, request: sansio.Request, dest: Dest) -> bytes | Path | None:

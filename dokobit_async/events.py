@@ -20,7 +20,7 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -52,6 +52,14 @@ __all__ = [
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
+MARKER = "dokobit_async"
+"""The body field under which the reconciler marks the postbacks it rebuilt."""
+
+ONCE_PER_SIGNING = frozenset(
+    {"signing_created", "signing_completed", "signing_archived", "signing_archive_failed"}
+)
+"""The actions that happen at most once per signing: keyed by ``(token, action)``."""
+
 
 @attrs.frozen(kw_only=True)
 class SignerInfo:
@@ -72,7 +80,11 @@ class Event:
 
     ``token`` is the signing (or e-delivery) token, ``signer`` the participant's
     identifier as Dokobit sends it, ``received_at`` when the receiver got it, and
-    ``raw`` the whole decoded body.
+    ``raw`` the whole decoded body. ``replay`` is 0 on a first delivery (and its
+    retries) and N when the event comes again because it was replayed for the Nth
+    time (``dokobit-async inbox replay``, :meth:`Inbox.replay
+    <dokobit_async.inbox.Inbox.replay>`); it takes no part in equality, so a
+    replayed event equals its first delivery.
     """
 
     ACTION: ClassVar[str] = ""
@@ -83,6 +95,21 @@ class Event:
     signer_info: SignerInfo | None = None
     received_at: datetime = attrs.field(factory=lambda: datetime.now(timezone.utc))
     raw: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False, eq=False)
+    replay: int = attrs.field(default=0, eq=False)
+
+    @property
+    def via(self) -> str:
+        """``"reconciler"`` when the reconciler rebuilt this event from a status answer
+        (a postback that never arrived), else ``"postback"``.
+
+        Read from the body's ``dokobit_async`` marker (``docs/architecture.md#reconciliation``).
+        A sender that forges the marker changes nothing but this attribute: the key,
+        the order and the handlers are the same either way.
+        """
+        marker = self.raw.get(MARKER)
+        if isinstance(marker, Mapping) and marker.get("via") == "reconciler":
+            return "reconciler"
+        return "postback"
 
 
 @attrs.frozen(kw_only=True)
@@ -279,18 +306,29 @@ def parse_postback(
 def event_key(event: Event) -> str:
     """The key that all copies of one postback share (Dokobit's retries repeat it).
 
-    ``(token, action, signer)`` when there is a token and a signer
-    (``docs/architecture.md#the-dedupe-key``); otherwise the whole body (Dokobit's
-    retries repeat it byte for byte). Without a signer, ``(token, action)`` alone would
-    merge the postbacks of different people, and where the signer is named is only
-    inferred for the Universal API.
+    ``(token, action)`` for the actions that happen once per signing
+    (``signing_created``, ``signing_completed``, ``signing_archived``,
+    ``signing_archive_failed``); ``(token, action, signer)`` when there is a token and
+    a signer; otherwise the whole body (Dokobit's retries repeat it byte for byte).
+    The reconciler rebuilds a missed postback with the same key, so a handler runs
+    once whichever copy is stored first (``docs/architecture.md#the-dedupe-key``).
+    Without a signer, ``(token, action)`` alone would merge the postbacks of different
+    people, and where the signer is named is only inferred for the Universal API.
     """
-    if event.token and event.signer:
-        basis: Any = [event.token, event.action, event.signer]
+    if event.token and event.action in ONCE_PER_SIGNING:
+        basis: Any = [event.token, event.action]
+    elif event.token and event.signer:
+        basis = [event.token, event.action, event.signer]
     else:
         basis = dict(event.raw)
     canonical = json.dumps(basis, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def inbox_fields(event: Event) -> dict[str, str]:
+    """What an inbox files ``event`` under: its key, signing token and action (the
+    receiver's HTTP path and its ``store`` share it)."""
+    return {"id": event_key(event), "signing_token": event.token or "", "action": event.action}
 
 
 POSTBACK_PATH = "/dokobit/postback"
@@ -312,9 +350,16 @@ def mint_postback_secret(secret: bytes) -> str:
     return f"{nonce}.{_mac(secret, nonce)}"
 
 
-def verify_postback_secret(secret: bytes, segment: str) -> bool:
-    """Whether ``segment`` was minted under ``secret`` (constant-time comparison)."""
+def verify_postback_secret(secret: bytes | Sequence[bytes], segment: str) -> bool:
+    """Whether ``segment`` was minted under ``secret``, or under any one of several
+    secrets (``docs/architecture.md#rotating-the-postback-secret``).
+
+    Each comparison is constant-time, and every secret is tried even after one
+    matched: the time taken does not tell which one did.
+    """
     if not SECRET_SEGMENT.fullmatch(segment):
         return False
     nonce, _, mac = segment.partition(".")
-    return hmac.compare_digest(_mac(secret, nonce), mac)
+    keys = (secret,) if isinstance(secret, bytes) else secret
+    matches = [hmac.compare_digest(_mac(key, nonce), mac) for key in keys]
+    return any(matches)

@@ -9,6 +9,21 @@ written before the handlers run. :meth:`~Inbox.mark_handler_done`,
 time, for tools and tests. The ``dokobit-async inbox list|retry|purge`` command works
 on the same file from another process while a receiver runs.
 
+Replay and export
+-----------------
+:meth:`Inbox.replay` sends events that are already ``done`` back to their handlers
+(``dokobit-async inbox replay``): chosen by id, by arrival time and by action, for
+every handler or for one named handler. Each is moved back to ``pending``, due now,
+with ``replays`` counted and ``attempts`` reset, in its signing's queue (by its
+``seq``, as ``retry()`` puts a dead event back); the dispatcher, or a Redis worker,
+runs it again with ``event.replay`` set and without asking the API to confirm it
+again. A replay for one handler takes only that handler out of ``handlers_done``
+and names it in ``replay_handler``: the others are not run. Events in another state
+are left alone, and a replay of every done event must be asked for explicitly
+(``received_after=0``). :func:`export_jsonl` writes events as JSON Lines, redacted
+(``dokobit-async inbox export``). A file of schema version 2 gains the replay
+columns on :meth:`SQLiteInbox.open` (``user_version`` 3), its rows never replayed.
+
 Durability (:class:`SQLiteInbox`)
 ---------------------------------
 * When ``add()`` returns, the transaction that holds the event has committed. With
@@ -64,6 +79,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._inbox_base import Inbox, InboxState, StoredEvent
+from ._inbox_export import export_jsonl
 from ._inbox_memory import MemoryInbox
 from ._inbox_sqlite import SQLiteInbox
 from .exceptions import EventNotFoundError, InboxClosedError, InboxError
@@ -77,6 +93,7 @@ __all__ = [
     "MemoryInbox",
     "SQLiteInbox",
     "StoredEvent",
+    "export_jsonl",
 ]
 
 if TYPE_CHECKING:

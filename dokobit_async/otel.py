@@ -1,9 +1,10 @@
 """The optional OpenTelemetry extra (``pip install 'dokobit-async[otel]'``): traces and
 metrics from create to handler, in the tools you already run.
 
-Importing it imports ``opentelemetry-api``; ``import dokobit_async`` never does, and
-until :func:`instrument` is called the library records nothing and pays one attribute
-read per call (docs/architecture.md#tracing)::
+Only this module imports OpenTelemetry (importing it imports ``opentelemetry-api``);
+``import dokobit_async`` never does, and until :func:`instrument` is called the
+library records nothing and pays one attribute read per call
+(docs/architecture.md#tracing)::
 
     from dokobit_async import otel
 
@@ -17,7 +18,9 @@ What is recorded:
 * a SERVER span per postback received, ``POST /your/path/{secret}`` (the route's
   template, never the path): ``dokobit.postback.outcome`` stored, duplicate or refused
   with ``dokobit.postback.refusal`` (a short code), the action and the signing's token;
-  its context is stored with the event in the inbox (memory, SQLite or Redis);
+  its parent is the URL's ``traceparent`` (else the headers') once the URL's secret
+  verified, a root before; its context is stored with the event in the inbox
+  (memory, SQLite or Redis);
 * a CONSUMER span per handler run, ``dokobit handle <handler>`` (``dokobit.handler``,
   ``dokobit.attempt`` from 1, ``dokobit.outcome`` ok, failed or dead,
   ``dokobit.event.id``), a child of and linked to the postback's span, in whichever
@@ -30,6 +33,10 @@ A create call adds its span's ``traceparent`` to the postback URL it sends, so t
 the postbacks Dokobit sends back join the trace that created the signing
 (``instrument(postback_url_context=False)`` turns that off). Neither the access token
 nor a postback URL's secret is ever put in a span, an event or a metric.
+
+Telemetry never changes an outcome: whatever OpenTelemetry raises (a span processor,
+an exporter, a view) is logged once per kind at WARNING, by its type, and ignored, so
+postbacks, handlers and calls end exactly as they would without it.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from yarl import URL
 
-from . import _otel_client, _otel_receiver, _telemetry
+from . import _otel_client, _otel_common, _otel_receiver, _telemetry
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -63,6 +70,7 @@ def instrument(
         postback_url_context: Add the create call's ``traceparent`` to the postback URL
             it sends, so that the postbacks join the create's trace.
     """
+    _otel_common.forget_warnings()
     _telemetry.client = _otel_client.ClientTelemetry(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -90,6 +98,17 @@ def url_filter(url: URL) -> str:
     client's token in ``url.full``::
 
         AioHttpClientInstrumentor().instrument(url_filter=otel.url_filter)
+
+    That is not enough on its own: the instrumentation also records a failed
+    request's exception, and aiohttp's connection errors quote the whole URL, token
+    included (``Connection timeout to host https://...?access_token=...``). Keep the
+    API's host out of it, set before the client opens its session (the client's own
+    span already records each call, with the same HTTP attributes)::
+
+        OTEL_PYTHON_AIOHTTP_CLIENT_EXCLUDED_URLS=app.dokobit.com,beta.dokobit.com
+
+    and give it ``url_filter`` still, for any other URL of yours that carries an
+    ``access_token``.
     """
     kept = [(name, value) for name, value in url.query.items() if name != "access_token"]
     return str(url.with_query(kept))

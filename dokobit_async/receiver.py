@@ -34,7 +34,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
-from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -53,11 +52,12 @@ from ._http import (
 )
 from ._http import answer as _answer
 from ._policy import DispatchPolicy
+from ._postback_keys import postback_keys, shown_keys
 from ._redact import error_text, printable, shown_token
 from ._serve import ConnectionGuard, GuardedSite
 from .events import (
     POSTBACK_PATH,
-    event_key,
+    inbox_fields,
     mint_postback_secret,
     parse_postback,
     verify_postback_secret,
@@ -91,8 +91,10 @@ class PostbackReceiver:
             only, while workers elsewhere run the handlers (a Redis inbox's).
         inbox: Where events are stored before the 200 goes out (default: a
             ``MemoryInbox``, which survives nothing: for tests).
-        secret: 16 bytes or more: turns on the URL check, so that only URLs minted
-            by :meth:`postback_url` are accepted.
+        secret: Turns on the URL check (only URLs minted by :meth:`postback_url`
+            pass): 16 bytes or more; or several while one is rotated, ``[new, old]``:
+            the first mints, any verifies (``docs/architecture.md#rotating-the-postback-secret``).
+            None is ever shown; all are masked in stored errors and log lines.
         client: With the default ``confirm``, the events the status endpoint can
             confirm are confirmed against the API before dispatch (the reads share
             the client's rate limit); its access token is masked in stored errors.
@@ -111,7 +113,7 @@ class PostbackReceiver:
         router: Router | None,
         *,
         inbox: Inbox | None = None,
-        secret: bytes | str | None = None,
+        secret: bytes | str | Sequence[bytes | str] | None = None,
         client: DokobitClient | None = None,
         confirm: bool | Confirmation = True,
         policy: DispatchPolicy = DispatchPolicy(),  # noqa: B008 - frozen
@@ -120,9 +122,7 @@ class PostbackReceiver:
         max_body_size: int = 1024 * 1024,
         read_timeout: float = 10.0,
     ):
-        key = secret.encode() if isinstance(secret, str) else secret
-        if key is not None and len(key) < 16:
-            raise InvalidArgumentError("secret must be at least 16 bytes")
+        keys = postback_keys(secret) if secret is not None else ()
         if not path.startswith("/") or path.endswith("/"):
             raise InvalidArgumentError("path must start with / and not end with /")
         if max_body_size < 1 or not read_timeout > 0:
@@ -136,13 +136,14 @@ class PostbackReceiver:
         if inbox is None:
             logger.warning("no inbox given: postbacks are kept in memory only")
         self._confirmation = chosen(client, confirm)
-        if key is None and self._confirmation is None:
+        if not keys and self._confirmation is None:
             logger.warning(
                 "neither a secret nor a confirmation: anyone who can reach the receiver "
                 "can make its handlers run"
             )
-        self._secret = key
-        self._secrets: tuple[str, ...] = (client._token,) if client is not None else ()
+        self._keys = keys  # the first mints, any verifies
+        token = (client._token,) if client is not None else ()
+        self._secrets = (*token, *shown_keys(keys))  # masked in stored errors, log lines
         self.policy = policy
         self.consumers = tuple(consumers)
         self.path = path
@@ -152,16 +153,17 @@ class PostbackReceiver:
         self._running = asyncio.Event()  # set while the app runs (deliveries wait for it)
 
     def __repr__(self) -> str:
-        return f"<PostbackReceiver path={self.path!r} secret={'***' if self._secret else None}>"
+        shown = f"*** ({len(self._keys)})" if self._keys else None
+        return f"<PostbackReceiver path={self.path!r} secret={shown}>"
 
     # ------------------------------------------------------------------ wiring
 
     def postback_url(self, public_base_url: str) -> str:
         """A URL to pass as ``postback_url`` when creating a signing: the receiver's
         path on ``public_base_url``, with a fresh nonce and its MAC when a secret is
-        set. Treat it as a secret: it is what makes a postback authentic."""
+        set (the first). Treat it as a secret: it is what makes a postback authentic."""
         base = public_base_url.rstrip("/") + self.path
-        return f"{base}/{mint_postback_secret(self._secret)}" if self._secret else base
+        return f"{base}/{mint_postback_secret(self._keys[0])}" if self._keys else base
 
     def app(self) -> web.Application:
         """A new application with only the receiver in it.
@@ -189,7 +191,7 @@ class PostbackReceiver:
         if path is not None:
             self.path = path
         app[RECEIVER_KEY] = self
-        route = f"{self.path}/{{secret}}" if self._secret else self.path
+        route = f"{self.path}/{{secret}}" if self._keys else self.path
         # every method, so that a wrong one gets our 405, after our Expect handling
         app.router.add_route("*", route, self._handle, expect_handler=expect_continue)
         app.cleanup_ctx.append(self._lifecycle)
@@ -301,11 +303,13 @@ class PostbackReceiver:
             response = refuse(span, "wrong_method", 405, "only POST is accepted")
             response.headers["Allow"] = "POST"
             return response
-        if self._secret and not verify_postback_secret(
-            self._secret, request.match_info.get("secret", "")
+        if self._keys and not verify_postback_secret(
+            self._keys, request.match_info.get("secret", "")
         ):
             logger.info("postback refused: the URL does not verify")
             return refuse(span, "bad_secret", 401, "unknown postback URL")
+        if span is not None:  # only now may the sender choose its parent (#tracing)
+            span.verified()
         body = await received_body(request, self.max_body_size, self.read_timeout, span)
         if not isinstance(body, bytes):  # refused: the answer
             return body
@@ -319,12 +323,10 @@ class PostbackReceiver:
         add = self.inbox.add
         if span is not None:  # its context goes with the event, to the handlers' spans
             span.parsed(action=event.action, signing_token=event.token or "")
-            add = partial(add, traceparent=span.traceparent())
+            add = _telemetry.with_traceparent(add, span.traceparent())
         try:
             stored = await add(
-                id=event_key(event),
-                signing_token=event.token or "",
-                action=event.action,
+                **inbox_fields(event),
                 body=body,
                 content_type=request.content_type,
                 received_at=now,
@@ -357,6 +359,22 @@ class PostbackReceiver:
             dispatcher.submit(stored, event)
             await dispatcher.hold(lambda: sender_gone(request))
         return _answer(200, "ok")
+
+    async def store(self, body: bytes, content_type: str = "application/json") -> bool:
+        """Store ``body`` as if it had been POSTed, then dispatch it: the HTTP path's
+        parse, key and inbox (how the reconciler hands over a postback that never
+        arrived, ``docs/architecture.md#reconciliation``). ``False``: a copy was
+        already stored. Raises ``InvalidPostbackError`` for a body that is no postback."""
+        now = time.time()
+        received_at = datetime.fromtimestamp(now, tz=timezone.utc)
+        event = parse_postback(body, content_type, received_at=received_at)
+        fields = inbox_fields(event)
+        stored = await self.inbox.add(
+            **fields, body=body, content_type=content_type, received_at=now
+        )
+        if stored is not None and (dispatcher := self._dispatcher) is not None:
+            dispatcher.submit(stored, event)
+        return stored is not None
 
 
 RECEIVER_KEY = web.AppKey("dokobit_async.receiver", PostbackReceiver)

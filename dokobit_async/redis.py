@@ -13,17 +13,21 @@ extra costs nothing where it is not used.
   beside any number of other workers: confirmed against the API first (with a
   client), once per success, in order per signing across all of them, reclaimed
   after a lease when a worker dies.
+* :class:`RedisTracker`: the signings the reconciler follows, shared by every process
+  that reconciles, each polled by one of them at a time (a claim with a lease).
 """
 
 from __future__ import annotations
 
 from ._inbox_redis import RedisInbox
 from ._ratelimit_redis import RateLimitUnavailableError, RedisRateLimit
+from ._redis_tracker import RedisTracker
 from ._redis_worker import RedisWorker
 
 __all__ = [
     "RateLimitUnavailableError",
     "RedisInbox",
     "RedisRateLimit",
+    "RedisTracker",
     "RedisWorker",
 ]

@@ -46,7 +46,7 @@ from dokobit_async.events import SignerDeclined, SigningCompleted
 from dokobit_async.inbox import SQLiteInbox
 from dokobit_async.receiver import PostbackReceiver, RedactingAccessLogger
 from dokobit_async.routing import Router
-from dokobit_async.testing import Emulator, make_pdf
+from dokobit_async.testing import Emulator, EmulatorConfig, make_pdf
 
 AGREEMENT = make_pdf(["Service agreement", "The Customer accepts the Provider's terms."])
 LONG_POLL = 20.0  # seconds a waiting return page is held open for news
@@ -235,7 +235,11 @@ async def main(args: argparse.Namespace) -> None:
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     async with contextlib.AsyncExitStack() as stack:
         if args.emulate:
-            emulator = await stack.enter_async_context(Emulator())
+            # Dokobit retries a postback that failed after 5 min, 1 h and 24 h; the
+            # emulator does it a thousand times sooner, so that a restart shows soon
+            emulator = await stack.enter_async_context(
+                Emulator(config=EmulatorConfig(time_scale=0.001))
+            )
             base_url, token = emulator.base_url, emulator.access_token
         else:
             base_url, token = os.environ["DOKOBIT_BASE_URL"], os.environ["DOKOBIT_ACCESS_TOKEN"]

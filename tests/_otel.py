@@ -72,10 +72,11 @@ def providers() -> Recording:
 
 
 @contextmanager
-def recording(**options: Any) -> Iterator[Recording]:
-    """``otel.instrument(...)`` with in-memory SDK providers for the block (``options``
-    go to ``instrument``), then ``otel.uninstrument()`` whatever happens."""
-    recorded = providers()
+def recording(recorded: Recording | None = None, **options: Any) -> Iterator[Recording]:
+    """``otel.instrument(...)`` with in-memory SDK providers for the block (those of
+    ``recorded``, else new :func:`providers`; ``options`` go to ``instrument``), then
+    ``otel.uninstrument()`` whatever happens."""
+    recorded = recorded if recorded is not None else providers()
     otel.instrument(
         tracer_provider=recorded.tracer_provider,
         meter_provider=recorded.meter_provider,

@@ -209,3 +209,17 @@ def test_a_reminder_that_the_emulator_breaks(
         assert says in err
         sent = [r for r in broken.emulator.requests if r.operation == "signing-external/remind"]
         assert len(sent) == 1
+
+
+def test_demo_refuses_a_token_file_it_would_ignore(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``demo`` without ``--base-url`` runs on the emulator: a ``--token-file`` there
+    would be ignored, so it is a usage error (as ``--token`` is), said in one line."""
+    token_file = tmp_path / "token"
+    token_file.write_text("t0k-from-a-file\n")
+    code, _, err = run(capsys, "demo", "--token-file", str(token_file))
+    assert code == 2
+    assert_one_error_line(err)
+    assert "--token-file apply with --base-url" in err
+    assert "t0k-from-a-file" not in err

@@ -30,7 +30,11 @@ import pytest
 from _redis import free_port
 
 from dokobit_async._cli.inboxes import inbox_location, opened
+from dokobit_async._cli.output import CliError
+from dokobit_async._cli.secrets_source import postback_secrets
 from dokobit_async.cli import main
+from dokobit_async.events import verify_postback_secret
+from dokobit_async.testing import postback_url
 
 WAIT = 15.0  # seconds: the bound on every wait in this module
 SIGNED = json.dumps({"action": "signer_signed", "token": "tok123456789", "signer": "s1"})
@@ -354,6 +358,166 @@ def test_listen_takes_the_secret_from_the_named_variable(
     assert secret not in out + err
     assert not (tmp_path / "pb.db.secret").exists()
     assert "is not set" not in err
+
+
+OLD_SECRET = "Kq3vW/Zz8pQ+Rt5mJ=Yx2nL%Hb7cX-old"
+NEW_SECRET = "Ab9Dk/Gh4Jm+Np6Qr=St8Uv%Wx5Yz-new"
+
+
+def assert_no_secret_in(shown: str, *secrets: str) -> None:
+    """Nothing of ``secrets`` in ``shown``, in any spelling: no run of 4+ of their
+    letters and digits (what raw, percent- or JSON-escaped forms all keep)."""
+    for secret in secrets:
+        for fragment in re.findall(r"[A-Za-z0-9]{4,}", secret):
+            assert fragment not in shown, f"{fragment!r} of a secret is shown"
+
+
+def segment_of(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
+# a refusal must come before the listener serves; should it not, binding this (TEST-NET)
+# address fails at once instead of serving in-process until the test times out
+UNSERVABLE = ("--host", "192.0.2.1", "--port", "0")
+
+
+def test_listen_rotates_the_secret_through_a_secret_file(
+    tmp_path: Path, handlers_module: str
+) -> None:
+    """``--secret-file``, three runs on one inbox: with ``[old]`` it mints a URL; with
+    ``[new, old]`` (two lines, a comment, a blank line) that URL still gets 200 and
+    the URL it prints is minted with the new secret; with ``[new]`` the old URL gets
+    401 and the new one 200. It says how many secrets it holds, and shows none."""
+    secrets_file = tmp_path / "postback.secrets"
+    shown: list[str] = []
+
+    def serve(text: str, *posts: tuple[str, str]) -> tuple[str, list[int]]:
+        secrets_file.write_text(text)
+        secrets_file.chmod(0o600)
+        options = ("--secret-file", str(secrets_file))
+        listener = Listener(tmp_path, handlers_module, *options, env=_listener_env(tmp_path))
+        try:
+            body = SIGNED.replace
+            answers = [post(listener.local_url(url), body("s1", who)) for url, who in posts]
+            code, out, err = listener.stop()
+        finally:
+            listener.kill()
+        assert code == 0, err
+        shown.append(out + err)
+        return listener.url, answers
+
+    old_url, _ = serve(f"{OLD_SECRET}\n")
+    assert "postback secrets" not in shown[-1]  # one: nothing to say
+    overlap_url, answers = serve(f"# new first\n{NEW_SECRET}\n\n{OLD_SECRET}\n", (old_url, "s2"))
+    assert answers == [200]
+    assert "2 postback secrets: the first mints new URLs, any verifies" in shown[-1]
+    assert verify_postback_secret(NEW_SECRET.encode(), segment_of(overlap_url))
+    assert not verify_postback_secret(OLD_SECRET.encode(), segment_of(overlap_url))
+    _, answers = serve(f"{NEW_SECRET}\n", (old_url, "s3"), (overlap_url, "s4"))
+    assert answers == [401, 200]
+    assert len(states(tmp_path / "pb.db")) == 2  # s2 and s4: the refused one not stored
+    assert not (tmp_path / "pb.db.secret").exists()
+    assert_no_secret_in("".join(shown), OLD_SECRET, NEW_SECRET)
+
+
+def test_listen_takes_several_secrets_from_the_variable(
+    tmp_path: Path, handlers_module: str
+) -> None:
+    """The variable may hold several secrets, separated by commas or whitespace: a URL
+    minted under any of them is accepted, under another refused; the printed URL is
+    minted with the first."""
+    third = "Wx5YzCe3FgIj7KlMn1Op=Qs7E"
+    value = f" {NEW_SECRET},{OLD_SECRET}\n\t{third} "
+    env = _listener_env(tmp_path, MY_POSTBACK_SECRETS=value)
+    listener = Listener(tmp_path, handlers_module, "--secret-env", "MY_POSTBACK_SECRETS", env=env)
+    try:
+        answers = [
+            post(listener.local_url(postback_url("https://x.example", secret)))
+            for secret in (OLD_SECRET, third, "a-stranger-secret-0123456789")
+        ]
+        code, out, err = listener.stop()
+    finally:
+        listener.kill()
+    assert code == 0, err
+    assert answers == [200, 200, 401]
+    assert verify_postback_secret(NEW_SECRET.encode(), segment_of(listener.url))
+    assert "$MY_POSTBACK_SECRETS: 3 postback secrets" in err
+    assert_no_secret_in(out + err, NEW_SECRET, OLD_SECRET, third)
+
+
+def test_the_kept_secret_file_may_hold_several_lines_and_must_stay_private(
+    tmp_path: Path,
+) -> None:
+    """``INBOX.secret`` (used when no variable is set) is read like ``--secret-file``:
+    several lines rotate its secret, and once opened to others it is refused."""
+    kept = tmp_path / "pb.db.secret"
+    kept.write_text(f"{NEW_SECRET}\n# the one before\n{OLD_SECRET}\n")
+    kept.chmod(0o600)
+    where = inbox_location(str(tmp_path / "pb.db"))
+    keys, told = postback_secrets(None, None, where)
+    assert keys == (NEW_SECRET.encode(), OLD_SECRET.encode())
+    assert told is not None
+    assert told.endswith(
+        f"kept in {kept} (2 postback secrets: the first mints new URLs, any verifies)"
+    )
+    kept.chmod(0o644)
+    with pytest.raises(CliError, match=r"permissions 0644 are too open .*: chmod 600 ") as caught:
+        postback_secrets(None, None, where)
+    assert_no_secret_in(str(caught.value), NEW_SECRET, OLD_SECRET)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o644], ids=lambda m: f"{m:04o}")
+def test_listen_refuses_a_secret_file_others_may_read(
+    capsys: pytest.CaptureFixture[str], offline: Path, handlers_module: str, mode: int
+) -> None:
+    """A secrets file its group or others may read or write is refused, as ssh refuses
+    such a key: one line that says ``chmod 600``, exit 2, nothing created."""
+    secrets_file = offline / "postback.secrets"
+    secrets_file.write_text(f"{NEW_SECRET}\n{OLD_SECRET}\n")
+    secrets_file.chmod(mode)
+    router = f"{handlers_module}:router"
+    argv = ("--router", router, "--secret-file", str(secrets_file), *UNSERVABLE)
+    code, out, err = run(capsys, "listen", *argv)
+    assert (code, out) == (2, "")
+    assert_one_error_line(err)
+    assert f"permissions {mode:04o} are too open" in err
+    assert f"chmod 600 {secrets_file}" in err
+    assert_no_secret_in(err, NEW_SECRET, OLD_SECRET)
+    assert not list(offline.glob("postbacks.db*"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["--secret", NEW_SECRET], {}, "--secret is not accepted"),
+        ([f"--secret={NEW_SECRET}"], {}, "--secret is not accepted"),
+        (["--secret-env", NEW_SECRET], {}, "the variable --secret-env names is not set"),
+        (["--postback-secret", NEW_SECRET], {}, "unrecognized arguments: --postback-secret ***"),
+        ([], {"DOKOBIT_POSTBACK_SECRET": f"{NEW_SECRET} tooShort12"}, "secret 2 must be at"),
+        ([], {"DOKOBIT_POSTBACK_SECRET": f"{NEW_SECRET},{NEW_SECRET}"}, "secret 2 is the same"),
+        (["--secret-env", "X", "--secret-file", "f"], {"X": NEW_SECRET}, "give the postback"),
+    ],
+)
+def test_listen_secret_mistakes_are_one_line_that_shows_no_secret(
+    capsys: pytest.CaptureFixture[str],
+    offline: Path,
+    handlers_module: str,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    env: dict[str, str],
+    says: str,
+) -> None:
+    """A secret on the command line, a variable that is not set, a secret too short or
+    given twice: exit 2, one line naming the secret by its place, never its value."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    router = ("--router", f"{handlers_module}:router")
+    code, out, err = run(capsys, "listen", *router, *argv, *UNSERVABLE)
+    assert (code, out) == (2, "")
+    assert_one_error_line(err)
+    assert says in err
+    assert_no_secret_in(err, NEW_SECRET, "tooShort12")
+    assert not list(offline.glob("postbacks.db*"))
 
 
 def test_events_retried_from_the_cli_reach_a_running_listener(

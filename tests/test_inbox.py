@@ -383,6 +383,134 @@ async def test_retry_moves_dead_and_unconfirmed_back_to_pending_now(inbox: Inbox
     assert [e.id for e in await inbox.pending(due_before=0)] == ["dead1", "dead2", "unconf"]
 
 
+async def test_list_pages_by_seq_with_after_seq(inbox: Inbox) -> None:
+    """list(after_seq=) gives the events past a seq, in any state or one: paging with
+    the last seq seen reads every event once, in order."""
+    for id in ("a", "b", "c", "d", "e"):
+        await add(inbox, id)
+    await inbox.set_state("b", "done")
+    await inbox.set_state("d", "dead")
+    seen: list[str] = []
+    after = 0
+    while page := await inbox.list(limit=2, after_seq=after):
+        seen += [e.id for e in page]
+        after = page[-1].seq
+    assert seen == ["a", "b", "c", "d", "e"]
+    first = (await inbox.list(limit=1))[0]
+    assert [e.id for e in await inbox.list(state="dead", after_seq=first.seq)] == ["d"]
+    assert await inbox.list(after_seq=(await inbox.list())[-1].seq) == []
+
+
+async def done_with(inbox: Inbox, id: str, *handlers: str, **more: Any) -> StoredEvent:
+    """Add an event and record it done with ``handlers``; the event as stored."""
+    await add(inbox, id, **more)
+    await inbox.record_attempt(id, handlers_done=handlers, state="done")
+    event = await inbox.get(id)
+    assert event is not None
+    return event
+
+
+async def test_replay_moves_only_done_events_back_as_a_replay(inbox: Inbox) -> None:
+    """replay(ids) moves the done events among ids back to pending now, for every
+    handler (handlers_done emptied), counts the replay, and leaves pending, dead and
+    unconfirmed events (and unknown ids) alone, uncounted."""
+    done = await done_with(inbox, "done", "email", "audit")
+    await inbox.record_failure("done", error="earlier", next_attempt_at=5.0)
+    others = {}
+    for id, state in (("pend", None), ("dead", "dead"), ("unconf", "unconfirmed")):
+        await add(inbox, id)
+        if state is not None:
+            await inbox.set_state(id, state, error="x")  # type: ignore[arg-type]
+        others[id] = await inbox.get(id)
+    assert await inbox.replay(["done", "pend", "dead", "unconf", "missing"]) == 1
+    event = await inbox.get("done")
+    assert event is not None
+    assert (event.state, event.attempts, event.next_attempt_at) == ("pending", 0, 0)
+    assert (event.replays, event.replay_handler, event.handlers_done) == (1, None, frozenset())
+    assert (event.seq, event.body, event.received_at) == (done.seq, done.body, done.received_at)
+    assert [e.id for e in await inbox.pending(due_before=0)] == ["done", "pend"]
+    assert {id: await inbox.get(id) for id in others} == others
+    assert await inbox.replay(["done"]) == 0  # pending now: not replayed twice
+    await inbox.record_attempt("done", handlers_done=["email"], state="done")
+    assert await inbox.replay(["done"]) == 1
+    again = await inbox.get("done")
+    assert again is not None
+    assert (again.state, again.replays, again.handlers_done) == ("pending", 2, frozenset())
+
+
+async def test_a_replay_for_one_handler_clears_only_its_mark(inbox: Inbox) -> None:
+    """replay(handler=) takes only that handler out of handlers_done and names it in
+    replay_handler; a later replay for every handler names none and empties them."""
+    await done_with(inbox, "a", "email", "audit")
+    assert await inbox.replay(["a"], handler="email") == 1
+    event = await inbox.get("a")
+    assert event is not None
+    assert (event.state, event.replays, event.replay_handler) == ("pending", 1, "email")
+    assert event.handlers_done == {"audit"}
+    assert [e.replay_handler for e in await inbox.pending()] == ["email"]
+    await inbox.record_attempt("a", handlers_done=["email"], state="done")
+    assert await inbox.replay(["a"]) == 1
+    event = await inbox.get("a")
+    assert event is not None
+    assert (event.replays, event.replay_handler, event.handlers_done) == (2, None, frozenset())
+
+
+async def test_replay_chooses_by_time_range_and_action(inbox: Inbox) -> None:
+    """received_after (inclusive) and received_before (exclusive) bound the arrival
+    time, action the postback's action; every condition given must hold, ids too;
+    received_after=0 replays every done event."""
+    for id, at, action in (
+        ("t100", 100.0, "signer_signed"),
+        ("t200", 200.0, "signer_signed"),
+        ("t250", 250.0, "signing_completed"),
+        ("t300", 300.0, "signer_signed"),
+    ):
+        await done_with(inbox, id, "h", received_at=at, action=action)
+    assert await inbox.replay(received_after=200.0, received_before=300.0) == 2
+    assert {e.id for e in await inbox.pending()} == {"t200", "t250"}
+    assert await inbox.replay(action="signing_completed") == 0  # pending already
+    assert await inbox.replay(["t100", "t300"], received_before=150.0) == 1
+    assert await inbox.replay(action="nothing_such") == 0
+    assert await inbox.replay(received_after=0, action="signer_signed") == 1  # t300
+    assert await inbox.counts() == {"pending": 4, "done": 0, "dead": 0, "unconfirmed": 0}
+
+
+async def test_replay_of_every_done_event_reads_them_in_pages(inbox: Inbox) -> None:
+    """A replay of more events than one page (500) moves every one of them."""
+    count = 1_050
+    await asyncio.gather(*(add(inbox, f"e{n}") for n in range(count)))
+    for start in range(0, count, 50):  # (a bounded number of connections at a time)
+        await asyncio.gather(
+            *(
+                inbox.record_attempt(f"e{n}", handlers_done=["h"], state="done")
+                for n in range(start, min(count, start + 50))
+            )
+        )
+    await add(inbox, "still-pending")
+    assert await inbox.replay(received_after=0) == count
+    ids = [f"e{n}" for n in range(count)]
+    assert await inbox.replay(ids) == 0
+    assert (await inbox.counts())["pending"] == count + 1
+    assert {e.replays for e in await inbox.list(limit=count + 1)} == {0, 1}
+
+
+async def test_replay_refuses_to_replay_everything_unasked(inbox: Inbox) -> None:
+    """With neither ids nor a condition, replay() raises InvalidArgumentError and
+    moves nothing; a string for ids, an empty handler name are refused too."""
+    await done_with(inbox, "a")
+    for call in (
+        inbox.replay(),
+        inbox.replay([]),
+        inbox.replay(handler="email"),
+        inbox.replay("a"),
+        inbox.replay(["a"], handler=""),
+        inbox.replay(received_after="yesterday"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidArgumentError):
+            await call
+    assert (await inbox.counts())["done"] == 1
+
+
 async def test_purge_deletes_one_state_optionally_by_age(inbox: Inbox) -> None:
     """purge() deletes done events by default; older_than keeps newer ones."""
     await add(inbox, "old", received_at=100.0)

@@ -39,6 +39,7 @@ V1_SELECT = (
     "SELECT seq, id, signing_token, action, body, content_type, received_at, state,"
     " attempts, next_attempt_at, last_error, handlers_done FROM events ORDER BY seq"
 )
+NEWER_COLUMNS = ["traceparent", "replays", "replay_handler"]  # versions 2 and 3 add them
 J, F = "application/json", "application/x-www-form-urlencoded"
 V1_ROWS = [  # (seq, id, token, action, body, type, at, state, attempts, next, error, done)
     (1, "a", "sig-1", "signer_signed", b"\x00a\xff", J, 10.5, "done", 0, 0.0, None, '["e", "x"]'),
@@ -110,8 +111,8 @@ async def test_a_file_of_the_previous_schema_is_upgraded_in_place_with_every_row
         stored = await add(inbox, "new", traceparent=TRACEPARENT)
         assert stored is not None
         assert stored.seq == 6
-    assert schema_of(path) == (SCHEMA_VERSION, [*V1_COLUMNS.split(", "), "traceparent"])
-    assert SCHEMA_VERSION == 2
+    assert schema_of(path) == (SCHEMA_VERSION, [*V1_COLUMNS.split(", "), *NEWER_COLUMNS])
+    assert SCHEMA_VERSION == 3
     async with SQLiteInbox(path) as inbox:
         events = await inbox.list()
         assert [old_fields(e) for e in events[:-1]] == rows
@@ -134,7 +135,7 @@ async def test_two_inboxes_opening_an_old_file_at_once_upgrade_it_once(tmp_path:
     finally:
         await one.close()
         await two.close()
-    assert schema_of(path) == (SCHEMA_VERSION, [*V1_COLUMNS.split(", "), "traceparent"])
+    assert schema_of(path) == (SCHEMA_VERSION, [*V1_COLUMNS.split(", "), *NEWER_COLUMNS])
 
 
 async def test_a_file_newer_than_this_code_is_refused_and_left_alone(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "_request",
         "_bodies",
         "_redact",
+        "_postback_keys",
         "_lazy",
         "_urls",
         "retry",
@@ -68,6 +69,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "_retrying",
         "ratelimit",
         "_ratelimit_*",
+        "_tracker",
+        "_tracker_*",
         "client",
     ),
     RECEIVER: (
@@ -97,6 +100,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "_redis_*",
         "otel",
         "_otel_*",
+        "_console",
+        "_console_*",
+        "reconcile",
+        "_reconcile_*",
     ),
 }
 CLI = ("cli", "__main__", "_cli", "_cli.*")

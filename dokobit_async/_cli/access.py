@@ -35,7 +35,8 @@ TOKEN_ENV = "DOKOBIT_ACCESS_TOKEN"  # noqa: S105 - the variable's name
 BASE_URL_ENV = "DOKOBIT_BASE_URL"
 TOKEN_FILE_LIMIT = 4096
 """Largest ``--token-file`` read, in bytes: a token is one short line."""
-_TOKENISH = re.compile(r"^--?(access[-_]?)?tok", re.IGNORECASE)
+# and a postback secret misplaced on the command line (``listen`` takes none there)
+_TOKENISH = re.compile(r"^--?((access[-_]?)?tok|[\w-]*secret)", re.IGNORECASE)
 
 
 def secrets_in(argv: Sequence[str]) -> list[str]:
@@ -44,7 +45,7 @@ def secrets_in(argv: Sequence[str]) -> list[str]:
     for index, arg in enumerate(argv):
         # also typos such as --tok or --access-token, which argparse would echo back
         name, eq, value = arg.partition("=")
-        if not _TOKENISH.search(name) or name.lower().endswith("-file"):
+        if not _TOKENISH.search(name) or name.lower().endswith(("-file", "-env")):
             continue
         if eq:
             found.append(value)

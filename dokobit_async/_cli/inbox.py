@@ -1,27 +1,42 @@
-"""``dokobit-async inbox list|show|retry|purge``: inspect and repair a listener's inbox.
+"""``dokobit-async inbox list|show|retry|replay|purge|export``: inspect and repair a
+listener's inbox.
 
 It works on the inbox of ``listen`` (:mod:`dokobit_async._cli.listen`), an SQLite
 file (also while a listener runs on it: WAL) or a Redis inbox
-(:mod:`dokobit_async._cli.inboxes`), the same way.
+(:mod:`dokobit_async._cli.inboxes`), the same way. ``replay`` sends done events back
+to their handlers (``Inbox.replay``); ``export`` writes events as JSON Lines with the
+access token (``$DOKOBIT_ACCESS_TOKEN``) and the postback secrets the listener uses
+(``$DOKOBIT_POSTBACK_SECRET``, ``INBOX.secret``) masked, besides what the library
+always masks (``export_jsonl``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
+import re
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
-from typing import get_args
+from pathlib import Path
+from typing import TextIO, get_args
 from urllib.parse import parse_qsl
 
 from .._redact import printable, redact, shown_token
-from ..inbox import Inbox, InboxState, StoredEvent
+from ..inbox import Inbox, InboxState, StoredEvent, export_jsonl
+from .access import TOKEN_ENV
 from .arguments import Command, non_negative, whole_number
 from .inboxes import InboxLocation, inbox_location, opened
 from .listen import DEFAULT_INBOX
-from .output import CliError, out, table
+from .output import EXIT_USAGE, CliError, out, shown_path, table
+from .secrets_source import SECRET_ENV
 
-__all__ = ["add_parser", "inbox"]
+__all__ = ["add_parser", "inbox", "known_secrets", "moment"]
 
 _STATES = list(get_args(InboxState))
 _ERROR_WIDTH = 50
@@ -56,6 +71,19 @@ def add_parser(command: Command) -> None:
     a.add_argument("event", metavar="ID", help="the event's seq number, id or id prefix")
     a = action("retry", "send dead or unconfirmed events to the handlers again")
     a.add_argument("event", metavar="ID", nargs="?", help="one event (default: all)")
+    a = action("replay", "send done events to their handlers again, counted as a replay")
+    a.add_argument("events", metavar="ID", nargs="*", help="events by seq number, id or id prefix")
+    _choosing(a)
+    a.add_argument(
+        "--handler", metavar="NAME", help="only this handler runs again (default: every one)"
+    )
+    a = action("export", "write events as JSON Lines (no access token, no URL secret)")
+    a.add_argument("--format", choices=["jsonl"], default="jsonl", help="(default: %(default)s)")
+    a.add_argument("--state", choices=_STATES, help="only events in this state")
+    _choosing(a)
+    a.add_argument(
+        "-o", "--output", metavar="FILE", default="-", help="where to (default: - for stdout)"
+    )
     a = action("purge", "delete the events in a state")
     a.add_argument("--state", choices=_STATES, default="done", help="(default: %(default)s)")
     a.add_argument(
@@ -67,6 +95,66 @@ def add_parser(command: Command) -> None:
         "Dokobit's last retry at 24 h, so a purged event cannot come back as new; "
         "0 purges all)",
     )
+
+
+def _choosing(p: argparse.ArgumentParser) -> None:
+    """``--since``, ``--until`` and ``--action``, of ``replay`` and ``export``."""
+    p.add_argument(
+        "--since",
+        type=moment,
+        metavar="TIME",
+        help="only events received at or after TIME"
+        " (ISO 8601, local time without an offset; or unix seconds)",
+    )
+    p.add_argument("--until", type=moment, metavar="TIME", help="only events received before TIME")
+    p.add_argument("--action", help="only events of this action (e.g. signer_signed)")
+
+
+_UNIX_SECONDS = re.compile(r"\d+(\.\d*)?")
+
+
+def moment(text: str) -> float:
+    """argparse type: a time as unix seconds, or ISO 8601 (``Z`` for UTC; local time
+    when it has no offset)."""
+    text = text.strip()
+    try:
+        if _UNIX_SECONDS.fullmatch(text):
+            value = float(text)
+        else:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError, OSError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a time (ISO 8601 or unix seconds): {text!r}")
+    return value
+
+
+def known_secrets(where: InboxLocation) -> list[str]:
+    """What this process can know of the access token and the postback secrets, to
+    mask: ``$DOKOBIT_ACCESS_TOKEN``, ``$DOKOBIT_POSTBACK_SECRET`` (one or several) and,
+    for an SQLite inbox, the lines of ``INBOX.secret`` (best effort: unreadable is
+    none)."""
+    found = [os.environ.get(TOKEN_ENV, "")]
+    found += re.split(r"[\s,]+", os.environ.get(SECRET_ENV, ""))
+    if where.kind == "sqlite":
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            found += Path(f"{where.path}.secret").read_text(encoding="utf-8").splitlines()
+    return [s.strip() for s in found if s.strip() and not s.strip().startswith("#")]
+
+
+@contextmanager
+def _output(target: str) -> Iterator[TextIO]:
+    """``-o``: stdout for ``-``, else the file (created or truncated)."""
+    if target == "-":
+        yield sys.stdout
+        return
+    try:
+        file = open(target, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise CliError(f"cannot write {shown_path(target)}: {why}", EXIT_USAGE) from None
+    with file:
+        yield file
 
 
 # ------------------------------------------------------------------ inbox
@@ -86,6 +174,20 @@ async def inbox(args: argparse.Namespace) -> int:
             out("\n".join(line[2:] for line in table(rows)))
         elif args.inbox_command == "show":
             out("\n".join(_describe(await _find(box, where, args.event))))
+        elif args.inbox_command == "replay":
+            await _replay(box, where, args)
+        elif args.inbox_command == "export":
+            with _output(args.output) as sink:
+                count = await export_jsonl(
+                    box,
+                    sink,
+                    state=args.state,
+                    received_after=args.since,
+                    received_before=args.until,
+                    action=args.action,
+                    secrets=known_secrets(where),
+                )
+            print(f"{count} event{'' if count == 1 else 's'} exported", file=sys.stderr)
         elif args.inbox_command == "retry":
             event_id = None if args.event is None else (await _find(box, where, args.event)).id
             moved = await box.retry(event_id)
@@ -95,6 +197,26 @@ async def inbox(args: argparse.Namespace) -> int:
             gone = await box.purge(state=args.state, older_than=older)
             out(f"{gone} {args.state} event{'' if gone == 1 else 's'} purged")
     return 0
+
+
+async def _replay(box: Inbox, where: InboxLocation, args: argparse.Namespace) -> None:
+    """``inbox replay``: the events named (by seq, id or prefix) and/or chosen."""
+    if not args.events and args.since is None and args.until is None and args.action is None:
+        raise CliError(
+            "inbox replay needs IDs, --since, --until or --action (--since 0 replays "
+            "every done event)",
+            code=EXIT_USAGE,
+        )
+    ids = [(await _find(box, where, ref)).id for ref in args.events]
+    moved = await box.replay(
+        ids,
+        received_after=args.since,
+        received_before=args.until,
+        action=args.action,
+        handler=args.handler,
+    )
+    to = f"handler {printable(args.handler)} only" if args.handler else "every handler"
+    out(f"{moved} event{'' if moved == 1 else 's'} replayed ({to})")
 
 
 async def _find(box: Inbox, where: InboxLocation, ref: str) -> StoredEvent:
@@ -151,6 +273,9 @@ def _describe(event: StoredEvent) -> list[str]:
         f"received:     {_when(event.received_at)}",
         f"attempts:     {event.attempts}",
     ]
+    if event.replays:
+        only = f" (the last for {printable(event.replay_handler)} only)"
+        lines.append(f"replays:      {event.replays}{only if event.replay_handler else ''}")
     if event.state == "pending" and event.next_attempt_at > time.time():
         lines.append(f"next attempt: {_when(event.next_attempt_at)}")
     handlers = ", ".join(sorted(event.handlers_done)) or "-"

@@ -6,11 +6,15 @@ file, or Redis (:mod:`dokobit_async._cli.inboxes`). With ``--no-dispatch`` (a Re
 inbox's replicas) it stores and answers only, and ``dokobit-async work`` processes
 run the handlers.
 
-The postback secret comes from an environment variable; without one, with an SQLite
-inbox, a random secret is generated once and kept beside the inbox
-(``postbacks.db.secret``, mode 0600), so the URLs minted before a restart still
-verify after it. A Redis inbox's replicas must share one: the variable is required.
-The secret itself is never printed: only URLs minted from it are.
+The postback secret comes from ``--secret-file PATH`` (one per line, mode 0600) or an
+environment variable (``$DOKOBIT_POSTBACK_SECRET``, or the one ``--secret-env`` names),
+never from the command line (:mod:`dokobit_async._cli.secrets_source`). Either may
+hold several: the first mints new URLs, any verifies, so that a secret is rotated
+without downtime (``docs/architecture.md#rotating-the-postback-secret``). Without
+either, with an SQLite inbox, a random secret is generated once and kept beside the
+inbox (``postbacks.db.secret``, mode 0600), so the URLs minted before a restart still
+verify after it. A Redis inbox's replicas must share one: a file or the variable is
+required. No secret is ever printed: only URLs minted from the first are.
 
 ``listen`` stays reachable when senders misbehave: it raises its open-files limit to
 the hard limit (said at ``-v``), closes idle keep-alive connections after
@@ -28,9 +32,7 @@ import contextlib
 import importlib
 import logging
 import os
-import secrets
 import sys
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,8 +53,10 @@ from ..events import POSTBACK_PATH
 from ..receiver import DispatchPolicy, PostbackReceiver, RedactingAccessLogger
 from ..routing import Router
 from .arguments import Command, port_number, positive_seconds, whole_number
-from .inboxes import InboxLocation, inbox_location, open_inbox
+from .inboxes import inbox_location, open_inbox
 from .output import PROG, CliError, out
+from .reconcile import add_reconcile_options, reconciling
+from .secrets_source import SECRET_ENV, add_secret_options, postback_secrets
 from .signals import stop_on_signals
 
 __all__ = [
@@ -64,11 +68,9 @@ __all__ = [
     "load_router",
     "local_url",
     "note",
-    "postback_secret",
     "public_url",
 ]
 
-SECRET_ENV = "DOKOBIT_POSTBACK_SECRET"  # noqa: S105 - the variable's name
 DEFAULT_INBOX = "postbacks.db"
 # the receiver's own defaults, shown in --help
 _DEFAULTS: dict[str, Any] = PostbackReceiver.__init__.__kwdefaults__ or {}
@@ -110,17 +112,18 @@ def add_parser(command: Command) -> None:
         help="the address Dokobit reaches this listener at, e.g. https://example.com "
         "(default: the local address, reachable from this machine only)",
     )
-    p.add_argument(
-        "--secret-env",
-        default=SECRET_ENV,
-        metavar="VAR",
-        help="variable holding the postback secret (default: %(default)s; if unset with "
-        "an SQLite inbox, one is generated and kept in INBOX.secret)",
-    )
+    add_secret_options(p)
     p.add_argument(
         "--path", default=POSTBACK_PATH, help="the receiver's path (default: %(default)s)"
     )
     add_dispatch_options(p, "handler runs at a time, across signings")
+    p.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="also poll the tracked signings and store the postbacks that never came "
+        "(needs the access token; see `reconcile`)",
+    )
+    add_reconcile_options(p)
     p.add_argument(
         "--read-timeout",
         type=positive_seconds,
@@ -227,50 +230,6 @@ def load_router(spec: str) -> Router:
     return found
 
 
-def postback_secret(env_name: str, inbox: InboxLocation) -> tuple[bytes, str | None]:
-    """The postback secret and a note for stderr (``None`` when it came from the
-    environment). Without ``$env_name``, the secret kept in ``INBOX.secret`` beside an
-    SQLite inbox is used, made on first use (random, mode 0600, written atomically)."""
-    value = os.environ.get(env_name, "").strip()
-    if value:
-        if len(value.encode()) < 16:
-            raise CliError(f"${env_name} must be at least 16 bytes long", code=2)
-        return value.encode(), None
-    if inbox.kind != "sqlite":  # replicas on other hosts: one file cannot serve them
-        raise CliError(
-            f"a {inbox.kind} inbox needs the postback secret in ${env_name}, the same for "
-            "every listener that shares it (at least 16 bytes)",
-            code=2,
-        )
-    inbox_path = inbox.path
-    if not inbox_path.parent.is_dir():
-        raise CliError(f"--inbox {inbox_path}: no directory {inbox_path.parent}", code=2)
-    path = Path(f"{inbox_path}.secret")
-    if not path.exists():
-        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as file:
-                file.write(secrets.token_hex(32) + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-            with contextlib.suppress(FileExistsError):  # another listener won the race
-                os.link(tmp, path)
-        finally:
-            tmp.unlink()
-        made = True
-    else:
-        made = False
-    stored = path.read_text(encoding="utf-8").strip()
-    if len(stored.encode()) < 16:
-        raise CliError(f"{path} holds no usable postback secret; delete it or set ${env_name}")
-    if made:
-        note = f"${env_name} is not set: generated a postback secret, kept in {path} (mode 0600)"
-    else:
-        note = f"${env_name} is not set: using the postback secret kept in {path}"
-    return stored.encode(), note
-
-
 def public_url(text: str) -> str:
     """``--public-url`` checked: an http(s) address with a host, no query."""
     parts = urlsplit(text)
@@ -315,7 +274,7 @@ async def listen(args: argparse.Namespace, client: DokobitClient | None) -> int:
         raise CliError("--no-dispatch needs a Redis inbox: nothing else runs the handlers", 2)
     router = load_router(args.router) if args.dispatch else None
     public = public_url(args.public_url) if args.public_url else None
-    secret, told = postback_secret(args.secret_env, where)
+    secret, told = postback_secrets(args.secret_env, args.secret_file, where)
     if told:
         note(told)
     if args.dispatch and where.kind == "redis":
@@ -367,7 +326,8 @@ async def listen(args: argparse.Namespace, client: DokobitClient | None) -> int:
             reach = "" if public else " (no --public-url: reachable from this machine only)"
             note(f"listening on {local}{receiver.path}{reach}; inbox {where.shown}")
             note("press Ctrl-C to stop")
-            await stop.wait()
+            async with reconciling(args, client, receiver):
+                await stop.wait()
         finally:
             await runner.cleanup()  # drains the handlers, closes the inbox
     note("listener stopped")
