@@ -5,7 +5,9 @@ The peer, in the same run, is the same client not instrumented (``otel`` never
 switched on, or switched off): what every user without the extra runs. Against it:
 
 * ``on, no SDK``: ``otel.instrument()`` with OpenTelemetry's defaults, no SDK set up
-  (the API's non-recording tracer, what a library user gets until they configure one);
+  (what a library user gets until they configure one): no provider is in effect, so
+  each hook answers the shared no-op at once, and the ratio should be 1 within the
+  noise (docs/architecture.md#tracing);
 * ``on, SDK``: ``otel.instrument()`` with an SDK ``TracerProvider`` whose
   ``BatchSpanProcessor`` exports to an exporter that drops the spans, and an SDK
   ``MeterProvider`` (the rate-limit wait histogram aggregates, never exported).
@@ -76,7 +78,7 @@ def switchers(exporter: Dropping) -> tuple[dict[str, Callable[[], None]], Callab
         meter_provider.shutdown()
 
     kinds = {"bare": otel.uninstrument, "off": otel.uninstrument, "on, SDK": sdk}
-    kinds["on, no SDK"] = otel.instrument  # the global providers: none set, non-recording
+    kinds["on, no SDK"] = otel.instrument  # the global providers: none set, nothing runs
     return kinds, shutdown
 
 

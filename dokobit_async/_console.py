@@ -6,8 +6,10 @@ Guarantees, and why (``docs/architecture.md#the-dead-letter-console``):
 * **Nothing without the key.** A random access key (:func:`new_key`) is printed at
   start as a URL (``/?key=...``). Opening it sets a session cookie (HttpOnly,
   SameSite=Strict, named after a hash of the key so that two consoles on one host do
-  not overwrite each other's) and redirects to the same page without the key, so the
-  key stays out of the address bar and the history. Every other request needs that
+  not overwrite each other's; 12 hours at most, :data:`SESSION_AGE`) and redirects to
+  the same page without the key, so the key stays out of the address bar and the
+  history; to a page of the console only (any other path goes to ``/``), never to a
+  path a browser would read as another host (``//evil.example``). Every other request needs that
   cookie or the key in the query: without either it gets a 401, with a wrong one a
   403, and nothing is read from the inbox. The key and the cookie are checked with
   :func:`hmac.compare_digest` (constant time); the cookie is ``SID.MAC``, the MAC
@@ -59,6 +61,7 @@ __all__ = [
     "PAGE_SIZE",
     "SCAN_LIMIT",
     "SECURITY_HEADERS",
+    "SESSION_AGE",
     "SHOWN_LIMIT",
     "Console",
     "access_logger",
@@ -73,6 +76,10 @@ PAGE_SIZE = 1000
 """Rows read from the inbox at a time."""
 SHOWN_LIMIT = 200
 """Events on one list page (the newest that match)."""
+SESSION_AGE = 12 * 3600
+"""Seconds the session cookie lasts (``Max-Age``): cookies are not scoped by port, so
+it must not stay in the browser for whatever serves this host later."""
+_PAGES = ("/", "/event")  # where the key's redirect may go
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -169,7 +176,10 @@ class Console:
             # the key opens a session: a cookie, and the same page without the key
             new = secrets_module.token_urlsafe(16)
             rest = [(name, value) for name, value in request.query.items() if name != "key"]
-            where = str(request.rel_url.with_query(rest))
+            # to a page of ours only: a path that a browser reads as a host ("//evil",
+            # "/\\evil") would take the user off-site
+            page = request.path if request.path in _PAGES else "/"
+            where = str(URL.build(path=page, query=rest))
             response = web.Response(status=303, headers={hdrs.LOCATION: where})
             response.set_cookie(
                 self.cookie,
@@ -177,6 +187,7 @@ class Console:
                 httponly=True,
                 samesite="Strict",
                 path="/",
+                max_age=SESSION_AGE,
             )
             return response
         if self.cookie not in request.cookies:

@@ -12,7 +12,9 @@ path, to which the client adds the access token only on the wire; the request bo
 ``postback_url``, which only gets our ``traceparent`` added; an error's message (an
 answer may echo a field's value) is neither recorded nor put in the status, only its
 class name, and no exception event is recorded. Nothing OpenTelemetry raises reaches
-the caller (``_otel_common``): a call ends as it would without telemetry.
+the caller (``_otel_common``): a call ends as it would without telemetry. While no
+provider is in effect (``_otel_common.InEffect``), a call gets the shared span that
+does nothing, and no wait is recorded.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
 from . import __version__
-from ._otel_common import Current, error_type, guarded, swallowed
+from ._otel_common import (
+    NOTHING,
+    Current,
+    InEffect,
+    Nothing,
+    error_type,
+    guarded,
+    started,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -126,6 +136,7 @@ class ClientTelemetry:
         propagate_to_postbacks: bool = True,
     ):
         self.propagate_to_postbacks = propagate_to_postbacks
+        self._in_effect = InEffect(tracer_provider, meter_provider)
         self._tracer = trace.get_tracer(NAME, __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter(NAME, __version__, meter_provider=meter_provider)
         self._waits = meter.create_histogram(
@@ -136,8 +147,10 @@ class ClientTelemetry:
         )
         self._origins: dict[str, tuple[str, str, int]] = {}
 
-    def call(self, request: Request, base_url: str) -> _CallSpan:
+    def call(self, request: Request, base_url: str) -> _CallSpan | Nothing:
         """A span around one API call to ``base_url`` (the token is never given)."""
+        if not self._in_effect():
+            return NOTHING
         origin = self._origins.get(base_url)
         if origin is None:
             if len(self._origins) > 64:  # a cache: clients rarely use many APIs
@@ -153,20 +166,19 @@ class ClientTelemetry:
         found = _SIGNING_PATH.match(request.path)
         if found is not None:
             attributes["dokobit.signing.token"] = unquote(found.group(1))
-        try:
-            span = self._tracer.start_span(
+        span = started(
+            lambda: self._tracer.start_span(
                 f"dokobit {request.operation}",
                 kind=SpanKind.CLIENT,
                 attributes=attributes,
                 record_exception=False,
                 set_status_on_exception=False,
             )
-        except Exception as error:  # a processor's on_start, a sampler
-            swallowed("span start", error)
-            span = INVALID_SPAN
+        )
         return _CallSpan(span)
 
     @guarded
     def rate_limit_waited(self, seconds: float) -> None:
         """A request waited ``seconds`` for a slot of the rate limit (0: none)."""
-        self._waits.record(seconds)
+        if self._in_effect():
+            self._waits.record(seconds)

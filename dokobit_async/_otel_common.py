@@ -13,6 +13,14 @@ signing's queue. So every call into OpenTelemetry goes through :func:`swallowed`
 guard: the exception is dropped and logged once per kind, at WARNING, by its type
 alone (its message may quote a span's attributes), and the library goes on exactly as
 without telemetry.
+
+Free while nothing would record (docs/architecture.md#tracing): until a tracer or a
+meter provider is in effect (one given to ``instrument()``, or OpenTelemetry's global
+one once an SDK set it), every hook answers :data:`NOTHING` at once, so a postback, a
+handler run or a call costs what it does uninstrumented, give or take the check
+(two module attribute reads). The check is made per hook, so recording starts with
+the first call after the application sets a global provider, without another
+``instrument()``.
 """
 
 from __future__ import annotations
@@ -24,26 +32,49 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from opentelemetry import context, trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import ProxyTracerProvider, Status, StatusCode
+
+try:  # where OpenTelemetry's proxies look for the global providers (private, stable)
+    from opentelemetry.metrics import _internal as _metrics_globals
+
+    _READABLE = hasattr(trace, "_TRACER_PROVIDER") and hasattr(_metrics_globals, "_METER_PROVIDER")
+    _PROXIES: tuple[type, ...] = (ProxyTracerProvider, _metrics_globals._ProxyMeterProvider)
+except (ImportError, AttributeError):  # pragma: no cover (another OpenTelemetry)
+    _READABLE, _PROXIES = False, ()
 
 if TYPE_CHECKING:
     from contextvars import Token
 
     from opentelemetry.context import Context
-    from opentelemetry.trace import Span, SpanContext
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import Span, SpanContext, TracerProvider
 
 __all__ = [
+    "NOTHING",
     "Current",
+    "InEffect",
+    "Nothing",
     "error_type",
     "forget_warnings",
     "format_traceparent",
     "guarded",
+    "started",
     "swallowed",
 ]
 
 logger = logging.getLogger("dokobit_async.otel")
 
 _warned: set[str] = set()
+
+
+def started(start: Callable[[], Span]) -> Span:
+    """The span ``start()`` starts, or the invalid span (which records nothing) when
+    OpenTelemetry raised starting it (a processor's ``on_start``, a sampler)."""
+    try:
+        return start()
+    except Exception as error:
+        swallowed("span start", error)
+        return trace.INVALID_SPAN
 
 
 def swallowed(kind: str, error: Exception) -> None:
@@ -156,3 +187,65 @@ class Current:
         except Exception as error:
             swallowed("span context", error)
             return None
+
+
+class InEffect:
+    """Whether anything would record now: a provider was given to ``instrument()``
+    (not the global proxy itself), or a global tracer or meter provider was set,
+    before or after ``instrument()``. One answer for spans and metrics alike: with
+    either provider in effect every hook runs, the other signal going to
+    OpenTelemetry's own no-op (docs/architecture.md#tracing).
+
+    Reads the two globals that OpenTelemetry's proxy tracer and meter read to find
+    the real provider (``trace.get_tracer_provider()`` would look an environment
+    variable up per call, about 50 times as slow); with an OpenTelemetry that has
+    them no more, it always answers yes (recording as before, at its cost).
+
+    Args:
+        tracer_provider: The one given to ``instrument()``, if any.
+        meter_provider: Likewise.
+    """
+
+    __slots__ = ("_given",)
+
+    def __init__(
+        self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+    ):
+        given = any(
+            provider is not None and not isinstance(provider, _PROXIES)
+            for provider in (tracer_provider, meter_provider)
+        )
+        self._given = given or not _READABLE
+
+    def __call__(self) -> bool:
+        return (
+            self._given
+            or trace._TRACER_PROVIDER is not None
+            or _metrics_globals._METER_PROVIDER is not None
+        )
+
+
+class Nothing:
+    """Every span of ``_telemetry`` that records nothing and does nothing: what the
+    hooks answer while no provider is in effect (stateless, so one is shared)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Nothing:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def _nothing(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    signing = answered = failed = verified = parsed = stored = refused = _nothing
+    finished = looked = _nothing
+
+    def traceparent(self) -> None:
+        return None
+
+
+NOTHING = Nothing()
+"""The shared span that does nothing."""

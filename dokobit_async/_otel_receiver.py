@@ -15,7 +15,9 @@ What is recorded never holds a secret: the route is the template (``{secret}``,
 never the path), the query is read for ``traceparent`` only, refusals are short
 codes (never the sender's text), and an exception is recorded by its type alone
 (its message may quote what a sender sent, or a token). Nothing OpenTelemetry raises
-reaches the receiver, the dispatcher or a worker (``_otel_common``).
+reaches the receiver, the dispatcher or a worker (``_otel_common``). While no provider
+is in effect (``_otel_common.InEffect``), each hook answers the shared span that does
+nothing: no span, no context read or attached, no counter.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from opentelemetry.trace import INVALID_SPAN, Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import __version__, _telemetry
-from ._otel_common import Current, error_type, guarded, swallowed
+from ._otel_common import (
+    NOTHING,
+    Current,
+    InEffect,
+    Nothing,
+    error_type,
+    guarded,
+    started,
+    swallowed,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -95,17 +106,18 @@ class _Postback(Current):
         if self._query is None:  # (started already)
             return
         self._query = None
-        try:
-            self._span = self._telemetry.tracer.start_span(
+        span = started(
+            lambda: self._telemetry.tracer.start_span(
                 f"{self._method} {self._route}",
                 context=parent,
                 kind=SpanKind.SERVER,
                 attributes={"http.request.method": self._method, "http.route": self._route},
                 start_time=self._arrived,
             )
-        except Exception as error:  # a processor's on_start, a sampler
-            swallowed("span start", error)
+        )
+        if span is INVALID_SPAN:  # (OpenTelemetry failed: nothing to attach)
             return
+        self._span = span
         self._attach()
 
     def verified(self) -> None:
@@ -214,6 +226,7 @@ class ReceiverTelemetry:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ):
+        self._in_effect = InEffect(tracer_provider, meter_provider)
         self.tracer: Tracer = trace.get_tracer(
             _SCOPE, __version__, tracer_provider=tracer_provider
         )
@@ -245,16 +258,16 @@ class ReceiverTelemetry:
 
     def postback(
         self, *, method: str, route: str, query: Mapping[str, str], headers: Mapping[str, str]
-    ) -> _Postback:
+    ) -> _Postback | Nothing:
+        if not self._in_effect():
+            return NOTHING
         method = method if method in _METHODS else "_OTHER"
         return _Postback(self, method, route, query, headers)
 
-    def handler(self, name: str, stored: StoredContext, attempt: int) -> _HandlerRun:
-        try:
-            span = self._handler_span(name, stored, attempt)
-        except Exception as error:  # a processor's on_start, a sampler
-            swallowed("span start", error)
-            span = INVALID_SPAN
+    def handler(self, name: str, stored: StoredContext, attempt: int) -> _HandlerRun | Nothing:
+        if not self._in_effect():
+            return NOTHING
+        span = started(lambda: self._handler_span(name, stored, attempt))
         return _HandlerRun(span, self, name)
 
     def _handler_span(self, name: str, stored: StoredContext, attempt: int) -> Span:
@@ -282,22 +295,23 @@ class ReceiverTelemetry:
             links=links,
         )
 
-    def poll(self, signing_token: str, flow: str) -> _Poll:
-        try:
-            span = self.tracer.start_span(
+    def poll(self, signing_token: str, flow: str) -> _Poll | Nothing:
+        if not self._in_effect():
+            return NOTHING
+        span = started(
+            lambda: self.tracer.start_span(
                 "dokobit reconcile poll",
                 context=_ROOT,
                 kind=SpanKind.INTERNAL,
                 attributes={"dokobit.signing.token": signing_token, "dokobit.flow": flow},
             )
-        except Exception as error:  # a processor's on_start, a sampler
-            swallowed("span start", error)
-            span = INVALID_SPAN
+        )
         return _Poll(span)
 
     @guarded
     def dead_letter(self, stored: StoredContext) -> None:
-        self.dead_letters.add(1, {"dokobit.postback.action": stored.action})
+        if self._in_effect():
+            self.dead_letters.add(1, {"dokobit.postback.action": stored.action})
 
     def watch_backlog(self, size: Callable[[], int]) -> Callable[[], None]:
         key = id(size)

@@ -16,11 +16,15 @@ from typing import Any
 from .events import MARKER
 from .models import SigningStatus
 
-__all__ = ["VIA_RECONCILER", "missed_postbacks", "seen_signers"]
+__all__ = ["COMPLETED", "VIA_RECONCILER", "missed_postbacks", "seen_signers"]
 
 VIA_RECONCILER = {MARKER: {"via": "reconciler"}}
 
 _SIGNER_ACTIONS = {"signed": "signer_signed", "declined": "signer_declined"}
+
+COMPLETED = frozenset({"completed", "archived"})
+"""The document statuses of a completed signing: archiving follows the completion
+(long-term signatures), and a first look may come after it (``_confirm.py`` agrees)."""
 
 
 def seen_signers(status: SigningStatus) -> dict[str, str]:
@@ -38,7 +42,10 @@ def missed_postbacks(
 ) -> list[dict[str, Any]]:
     """The postback bodies for what changed since ``last_status``/``last_signers``,
     in the order Dokobit sends them: each participant's, then ``signing_completed``
-    (whose ``file`` is ``file_url``, the signing's download address)."""
+    (whose ``file`` is ``file_url``, the signing's download address) when the
+    signing is completed or already archived. ``signing_archived`` is not rebuilt:
+    the status answer does not tell the archived file apart
+    (``docs/architecture.md#reconciliation``)."""
     bodies: list[dict[str, Any]] = []
     for signer in status.signers:
         now = str(signer.status or "")
@@ -56,7 +63,7 @@ def missed_postbacks(
                 **VIA_RECONCILER,
             }
         )
-    if str(status.status) == "completed" and last_status != "completed":
+    if str(status.status) in COMPLETED and last_status not in COMPLETED:
         completed = {"status": "ok", "token": token, "action": "signing_completed"}
         bodies.append({**completed, "file": file_url, **VIA_RECONCILER})
     return bodies

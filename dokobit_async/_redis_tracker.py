@@ -163,3 +163,19 @@ class RedisTracker:
         assert self._client is not None
         record = await self._client.hget(self.keys[0], token)
         return None if record is None else _signing(token, record)
+
+    async def oldest(self) -> TrackedSigning | None:
+        """See :meth:`~dokobit_async.reconcile.Tracker.oldest`: one pass over the
+        records (``HSCAN``), so it costs in proportion to the open signings."""
+        if self._client is None:
+            await self.open()
+        assert self._client is not None
+        first: TrackedSigning | None = None
+        async for token, record in self._client.hscan_iter(self.keys[0]):
+            signing = _signing(token, record)
+            if first is None or (signing.created_at, signing.token) < (
+                first.created_at,
+                first.token,
+            ):
+                first = signing
+        return first

@@ -7,6 +7,8 @@ the client, the receiver, the dispatcher and the workers read :data:`client` or
 is ``None``. So
 without the ``otel`` extra, or with it installed but never switched on, no
 OpenTelemetry module is imported and the hot paths pay one attribute read each.
+Switched on while no provider is in effect, the implementations answer a shared span
+that does nothing, at once (``_otel_common.InEffect``).
 
 The protocols below say what those paths tell the telemetry; the implementations live
 in ``dokobit_async._otel_client`` and ``dokobit_async._otel_receiver``, reached only

@@ -31,7 +31,10 @@ T = TypeVar("T")
 
 _NONE: Mapping[str, str] = MappingProxyType({})
 
-FINAL_STATUSES = frozenset({"completed", "declined", "expired", "deleted"})
+FINAL_STATUSES = frozenset({"completed", "archived", "failed", "declined", "expired", "deleted"})
+"""Document statuses after which nothing the reconciler rebuilds can happen: the
+confirmed ``completed``, and the inferred ``archived`` (after the completion) and
+``failed`` (docs/wire-notes.md#document-status), ``declined``, ``expired``, ``deleted``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -125,6 +128,11 @@ class Tracker(Protocol):
     async def get(self, token: str) -> TrackedSigning | None:
         """The tracked signing with this token, if any."""
 
+    async def oldest(self) -> TrackedSigning | None:
+        """The tracked (still open) signing created first, if any: when it was created
+        after a postback secret's rotation, no open signing's URL uses the old
+        secret any more (docs/architecture.md#rotating-the-postback-secret)."""
+
 
 class MemoryTracker:
     """A :class:`Tracker` in this process's memory: for tests and single processes
@@ -181,6 +189,10 @@ class MemoryTracker:
     async def get(self, token: str) -> TrackedSigning | None:
         """See :meth:`Tracker.get`."""
         return self._signings.get(token)
+
+    async def oldest(self) -> TrackedSigning | None:
+        """See :meth:`Tracker.oldest`."""
+        return min(self._signings.values(), key=lambda s: (s.created_at, s.token), default=None)
 
 
 async def tracked(sent: Awaitable[T], tracker: Tracker, operation: str) -> T:

@@ -178,3 +178,13 @@ class SQLiteTracker:
             ).fetchone()
         )
         return None if row is None else _row(row)
+
+    async def oldest(self) -> TrackedSigning | None:
+        """See :meth:`~dokobit_async.reconcile.Tracker.oldest`."""
+        row = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_COLUMNS} FROM dokobit_tracked "  # noqa: S608
+                "ORDER BY created_at, token LIMIT 1"
+            ).fetchone()
+        )
+        return None if row is None else _row(row)

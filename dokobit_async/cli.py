@@ -21,9 +21,11 @@
     dokobit-async validation report TOKEN [--report KIND|all] [-o FILE|-]
     dokobit-async listen --router MODULE:ATTR [--port 8080] [--inbox postbacks.db]
                          [--public-url URL] [--secret-env VAR] [--no-confirm]
+                         [--reconcile] [--rate-limit redis://HOST[:PORT][/DB]]
     dokobit-async work --inbox redis://HOST[:PORT][/DB] --router MODULE:ATTR [--no-confirm]
+                       [--rate-limit redis://HOST[:PORT][/DB]]
     dokobit-async reconcile --inbox postbacks.db|URL [--tracker PATH|URL] [--once]
-                            [--share 0.2]
+                            [--share 0.2] [--rate-limit redis://HOST[:PORT][/DB]]
     dokobit-async inbox list|show ID|retry [ID]|purge [--inbox postbacks.db|URL]
     dokobit-async inbox replay [ID...] [--since TIME] [--until TIME] [--action A] [--handler N]
     dokobit-async inbox export [--state S] [--since TIME] [--until TIME] [-o FILE|-]
@@ -41,7 +43,13 @@ downloads show progress on stderr when it is a terminal, or with ``--progress``.
 The access token comes from ``DOKOBIT_ACCESS_TOKEN`` or ``--token-file PATH`` (one
 line); ``--token VALUE`` still works but warns, as ``ps`` shows arguments. The API's
 address comes from ``DOKOBIT_BASE_URL`` (or ``--base-url``; default the production
-URL). Errors are one line on stderr, with the token masked in any encoding.
+URL). Errors are one line on stderr, with the token masked in any encoding. Every
+command that calls the API (the API's, ``listen``'s confirmations and
+``--reconcile``, ``work``'s confirmations, ``reconcile``) counts its calls in the
+token's rate limit: its own, in the process, or with
+``--rate-limit redis://...`` (default ``DOKOBIT_RATE_LIMIT``) the one that the
+application's processes share through that Redis, with ``--rate-limit-calls`` and
+``--rate-limit-period`` when the application's limit is not the default.
 
 Exit status: 0 success; 1 a failure of ours or of a local resource (a file that
 exists, a busy port, an inbox, a delete not confirmed); 2 bad input (the command
@@ -71,7 +79,16 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ._cli import api, console, demo, inbox, listen, reconcile, services, signings, work
-from ._cli.access import BASE_URL_ENV, TOKEN_ENV, client_of, read_token_file, secrets_in
+from ._cli.access import (
+    BASE_URL_ENV,
+    RATE_LIMIT_ENV,
+    TOKEN_ENV,
+    add_rate_limit_options,
+    client_of,
+    in_use,
+    read_token_file,
+    secrets_in,
+)
 from ._cli.arguments import non_negative, port_number
 from ._cli.logs import LINE_LIMIT, log_to_stderr
 from ._cli.output import (
@@ -99,7 +116,10 @@ __all__ = ["build_parser", "main"]
 
 _EPILOG = f"""\
 The access token: ${TOKEN_ENV} or --token-file PATH (--token works but warns: ps
-shows arguments). The address: ${BASE_URL_ENV} or --base-url.
+shows arguments). The address: ${BASE_URL_ENV} or --base-url. The token's rate
+limit: this process's own, or shared with the application's processes through the
+Redis of ${RATE_LIMIT_ENV} or --rate-limit URL (with the application's
+--rate-limit-calls and --rate-limit-period).
 
 exit status: 0 success, 1 a local failure (a file, a port, an inbox, a delete not
 confirmed), 2 bad input (nothing sent), 3 the API refused (an error answer), 4 no
@@ -149,6 +169,7 @@ def _common_options(*, for_api: bool) -> _Parser:
             default=argparse.SUPPRESS,
             help="send JSON request bodies instead of form encoding",
         )
+        add_rate_limit_options(common)
     common.add_argument(
         "-v",
         "--verbose",
@@ -270,14 +291,14 @@ async def _run(args: argparse.Namespace) -> int:
             optional = None
         async with contextlib.AsyncExitStack() as stack:
             if optional is not None:
-                await stack.enter_async_context(optional)
+                await stack.enter_async_context(in_use(optional))
             if args.command == "listen":
                 return await listen.listen(args, optional)
             return await demo.demo(args, optional)
     # the API's commands: each parser names its function (``set_defaults(run=...)``)
     client = client_of(args, required=True, warn_argument=True)
     assert client is not None
-    async with client:
+    async with in_use(client):
         return int(await args.run(args, client))
 
 

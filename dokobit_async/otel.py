@@ -10,6 +10,14 @@ library records nothing and pays one attribute read per call
 
     otel.instrument()  # the global tracer and meter providers, or pass your own
 
+Instrumented with no provider in effect (none given to :func:`instrument`, and no
+global one set: OpenTelemetry's default proxies), every call, postback and handler
+run costs what it does uninstrumented, give or take a check of two attributes: no
+span is started, no context read or attached, no counter called. Recording starts
+with the first call after the application sets a global tracer or meter provider,
+without another :func:`instrument`. Either provider in effect switches everything
+on; the other signal then goes to OpenTelemetry's own no-op.
+
 What is recorded:
 
 * a span per API call (HTTP client attributes, ``dokobit.operation``, the signing's
@@ -64,8 +72,9 @@ def instrument(
     this process, from now on (calling it again replaces the settings).
 
     Args:
-        tracer_provider: Where spans go (default: OpenTelemetry's global provider; with
-            none set up, spans are not recorded and cost next to nothing).
+        tracer_provider: Where spans go (default: OpenTelemetry's global provider;
+            while neither it nor a meter provider is set, nothing is done at all, and
+            recording starts once one is set).
         meter_provider: Where metrics go (default: the global provider).
         postback_url_context: Add the create call's ``traceparent`` to the postback URL
             it sends, so that the postbacks join the create's trace.

@@ -11,9 +11,10 @@ dispatcher). The guarantees (``docs/architecture.md#reconciliation``):
 * **once per success, whichever path comes first**: the rebuilt postback has the
   real one's dedupe key, so the inbox stores one of the two and a handler runs once;
   ``event.via`` tells which came first (``"postback"`` or ``"reconciler"``).
-* **a bounded share of the budget**: every status call goes through the client (its
-  rate limit) and first through the reconciler's own limit, ``share`` of the
-  client's, so polling never takes more than that share of the token's calls.
+* **a bounded share of the budget**: every status call goes through the client's
+  rate limit and first through the reconciler's own limit, ``share`` of the
+  client's, and is one attempt (no retry inside the slot: the schedule looks again
+  later), so polling never takes more than that share of the token's calls.
 * **one poller per signing at a time**: the tracker hands a due signing to one
   caller, with a lease (across processes with ``SQLiteTracker`` on one file or
   ``dokobit_async.redis.RedisTracker``).
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -35,8 +37,9 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 
 from . import _actions, _telemetry
+from . import client as _client
 from ._reconcile_bodies import missed_postbacks, seen_signers
-from ._redact import error_text, printable, shown_token
+from ._redact import error_text, printable, redact, shown_token
 from ._tracker import MemoryTracker, Schedule, TrackedSigning, Tracker
 from ._tracker_sqlite import SQLiteTracker
 from .events import inbox_fields, parse_postback
@@ -71,8 +74,9 @@ class Reconciler:
     whenever nothing is due.
 
     Args:
-        client: Asks the status (through its rate limit); the client that created
-            the signings, or one with the same access token.
+        client: Asks the status (through its rate limit and session, one attempt
+            per look: a failed look is retried on the schedule); the client that
+            created the signings, or one with the same access token.
         sink: Where rebuilt postbacks go: the ``PostbackReceiver`` of this process
             (stored and dispatched at once), or an ``Inbox`` that workers elsewhere
             dispatch from (a ``RedisInbox``; opened and closed by you).
@@ -116,8 +120,9 @@ class Reconciler:
         self.idle = idle
         self._clock = clock
         self._budget: RateLimit | None = None
+        self._reader: DokobitClient | None = None
         if client.rate_limit is not None:
-            calls = max(1, int(client.rate_limit.calls * share))
+            calls = _budget_calls(client.rate_limit.calls, share)
             self._budget = attrs.evolve(client.rate_limit, calls=calls, burst=None)
 
     def __repr__(self) -> str:
@@ -136,7 +141,7 @@ class Reconciler:
             try:
                 looked = await self.poll_due()
             except Exception as exc:
-                logger.error("reconciler: the tracker failed: %s", printable(error_text(exc)))
+                logger.error("reconciler: the tracker failed: %s", self._shown(exc))
                 looked = 0
             if looked < self.batch:
                 await asyncio.sleep(self.idle)
@@ -149,7 +154,7 @@ class Reconciler:
         for signing, failed in zip(due, looks, strict=True):
             if isinstance(failed, Exception):  # the tracker's update: its lease ends
                 shown = shown_token(signing.token)
-                logger.error("look at %s failed: %s", shown, printable(error_text(failed)))
+                logger.error("look at %s failed: %s", shown, self._shown(failed))
             elif isinstance(failed, BaseException):
                 raise failed
         return len(due)
@@ -157,6 +162,7 @@ class Reconciler:
     async def aclose(self) -> None:
         """Release the budget's resources (a ``RedisRateLimit``'s client) and close
         the tracker."""
+        self._reader = None  # it borrowed the user client's session: nothing to close
         closing = getattr(self._budget, "aclose", None)
         if closing is not None:
             await closing()
@@ -183,8 +189,11 @@ class Reconciler:
             await self.tracker.forget(signing.token)
             return "gone", 0
         except DokobitError as exc:
-            logger.warning("status of signing %s failed: %s", shown, printable(error_text(exc)))
-            await self._next(signing, signing.status, signing.signers)
+            logger.warning("status of signing %s failed: %s", shown, self._shown(exc))
+            if self._too_old(signing):  # a status that fails for ever ends too
+                await self._drop(signing, "too old")
+            else:
+                await self._next(signing, signing.status, signing.signers)
             return "failed", 0
         missed = 0
         try:
@@ -199,16 +208,26 @@ class Reconciler:
                     missed += 1
                     logger.info("missed postback %s for %s stored", body["action"], shown)
         except Exception as exc:  # the inbox failed: the lease ends, the look is redone
-            logger.error("postbacks for %s not stored: %s", shown, printable(error_text(exc)))
+            logger.error("postbacks for %s not stored: %s", shown, self._shown(exc))
             return "not_stored", missed
         final = str(status.status) in self.tracker.schedule.final
-        if final or self._clock() - signing.created_at >= self.tracker.schedule.max_age:
-            why = f"status {printable(str(status.status))}" if final else "too old"
-            logger.info("signing %s no longer tracked: %s", shown, why)
-            await self.tracker.forget(signing.token)
+        if final or self._too_old(signing):
+            await self._drop(signing, f"status {status.status}" if final else "too old")
             return "final", missed
         await self._next(signing, str(status.status), seen_signers(status))
         return ("changed" if missed else "unchanged"), missed
+
+    def _shown(self, exc: BaseException) -> str:
+        """An error as a log line shows it: the access token masked in any spelling
+        (a tracker's or an inbox's error may quote a URL with it), printable."""
+        return printable(redact(error_text(exc), self.client._token))
+
+    def _too_old(self, signing: TrackedSigning) -> bool:
+        return self._clock() - signing.created_at >= self.tracker.schedule.max_age
+
+    async def _drop(self, signing: TrackedSigning, why: str) -> None:
+        logger.info("signing %s no longer tracked: %s", shown_token(signing.token), printable(why))
+        await self.tracker.forget(signing.token)
 
     async def _next(
         self, signing: TrackedSigning, status: str, signers: Mapping[str, str]
@@ -221,10 +240,30 @@ class Reconciler:
         await self.tracker.update(changed)
 
     async def _status(self, signing: TrackedSigning) -> SigningStatus:
-        client = self.client
+        client = self._read_client()
         signings = client.internal if signing.flow == "internal" else client.external
         async with self._spend():
             return await signings.status(signing.token)
+
+    def _read_client(self) -> DokobitClient:
+        """The client that asks the status: the user's, but one attempt per call, so
+        one slot of the budget is one call at the server (a 429 or 5xx is looked at
+        again on the schedule). Its session and its token's limiter are the user
+        client's (the rate limit shares one limiter per token in a loop)."""
+        user = self.client
+        session = user._get_session()  # a closed client: ClientClosedError, a failed look
+        reader = self._reader
+        if reader is None or reader._session is not session:
+            reader = self._reader = _client.DokobitClient(
+                user._token,
+                base_url=user.base_url,
+                session=session,
+                rate_limit=user.rate_limit,
+                retry=attrs.evolve(user.retry, max_attempts=1),
+                timeout=user.timeout,
+                body_encoding=user.body_encoding,
+            )
+        return reader
 
     @asynccontextmanager
     async def _spend(self) -> AsyncIterator[None]:
@@ -259,3 +298,9 @@ class Reconciler:
             **inbox_fields(event), body=body, content_type=_JSON, received_at=time.time()
         )
         return stored is not None
+
+
+def _budget_calls(calls: int, share: float) -> int:
+    """The reconciler's calls per period: ``share`` of ``calls``, at least one, rounded
+    down without losing a call to floating error (``100 * 0.29`` is ``28.999...``)."""
+    return max(1, math.floor(calls * share + 1e-9))

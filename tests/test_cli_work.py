@@ -401,3 +401,39 @@ async def test_work_rides_out_redis_going_away_and_loses_nothing(tmp_path: Path)
 def _lines(tmp_path: Path) -> list[list[str]]:
     path = tmp_path / "handled.txt"
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_the_postback_secrets_are_masked_in_the_errors_work_stores(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A handler's error that quotes a postback secret (of ``$DOKOBIT_POSTBACK_SECRET``,
+    which may hold several during a rotation) is stored and logged masked by ``work``."""
+    old, new = "old-postback-secret-0123456789", "new-postback-secret-0123456789"
+    name = f"work_leaky_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "from dokobit_async.routing import Router\n"
+        "router = Router()\n"
+        "@router.on_any\n"
+        "async def handle(event):\n"
+        f"    raise RuntimeError('failed with {old} and {new}')\n"
+    )
+    async with RedisInbox(redis_url) as inbox:
+        await add(inbox, "e0", {"action": "signer_signed", "token": "sig-m", "n": "0"})
+    args = ("work", "--inbox", redis_url, "--router", f"{name}:router", "--no-confirm")
+    async with child(
+        tmp_path, *args, "--max-attempts", "1", DOKOBIT_POSTBACK_SECRET=f"{new}, {old}"
+    ) as worker:
+        async with RedisInbox(redis_url) as inbox:
+
+            async def dead() -> bool:
+                return (await inbox.counts())["dead"] == 1
+
+            await wait_until(dead, timeout=WAIT)
+            (event,) = await inbox.list(state="dead")
+        assert await worker.stop() == 0
+    sys.modules.pop(name, None)
+    assert event.last_error is not None
+    assert "failed with" in event.last_error
+    for secret in (old, new):
+        assert secret not in event.last_error
+        assert secret not in worker.output()

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
+from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,10 @@ import attrs
 import pytest
 from _processes import kill_and_reap
 from aiohttp import web
+from test_inbox_traceparent import schema_of
 from test_redact import spellings
+from test_replay import older_file
+from yarl import URL
 
 from dokobit_async._console import Console, new_key
 from dokobit_async.cli import main
@@ -118,16 +122,19 @@ class RunningConsole:
 
 
 @contextlib.asynccontextmanager
-async def running_console(folder: Path, inbox: str, *extra: str) -> AsyncIterator[RunningConsole]:
-    """``dokobit-async console --inbox INBOX --port 0``, the access token in its
-    environment; stopped with SIGTERM at the end, which must end it with status 0."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
-    env["DOKOBIT_ACCESS_TOKEN"] = TOKEN
+async def running_console(
+    folder: Path, inbox: str, *extra: str, env: Mapping[str, str] | None = None
+) -> AsyncIterator[RunningConsole]:
+    """``dokobit-async console --inbox INBOX --port 0``, the access token (and ``env``)
+    in its environment; stopped with SIGTERM at the end, which must end it with
+    status 0."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
+    environ |= {"DOKOBIT_ACCESS_TOKEN": TOKEN, **(env or {})}
     log = folder / f"console-{time.monotonic_ns()}.log"
     command = [sys.executable, "-m", "dokobit_async", "console", "--inbox", inbox, "--port", "0"]
     with log.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            *command, *extra, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=folder
+            *command, *extra, stdout=subprocess.PIPE, stderr=stderr, env=environ, cwd=folder
         )
     assert proc.stdout is not None
     try:
@@ -232,6 +239,9 @@ def _own(running: RunningConsole) -> dict[str, str]:
 async def test_the_key_opens_a_strict_httponly_session_and_leaves_the_url(
     console: RunningConsole,
 ) -> None:
+    """The key in the query sets an HttpOnly, SameSite=Strict session cookie that
+    lasts 12 hours at most (cookies are not scoped by port: it must not outlive the
+    day's work), and redirects to the same page without the key."""
     async with http() as session:
         async with session.get(console.url + "&state=dead", allow_redirects=False) as answer:
             assert answer.status == 303
@@ -240,6 +250,8 @@ async def test_the_key_opens_a_strict_httponly_session_and_leaves_the_url(
             assert "HttpOnly" in cookie
             assert "SameSite=Strict" in cookie
             assert console.key not in cookie
+            (morsel,) = SimpleCookie(cookie).values()
+            assert 0 < int(morsel["max-age"]) <= 12 * 3600
             assert_secure(answer.headers)
         async with session.get(f"{console.base}/?state=dead") as answer:
             assert answer.status == 200
@@ -247,6 +259,35 @@ async def test_the_key_opens_a_strict_httponly_session_and_leaves_the_url(
             assert "dead1" in await answer.text()
         async with session.get(f"{console.base}/?since=not-a-date") as answer:
             assert answer.status == 400
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//evil.example/",
+        "//evil.example",
+        "///evil.example/x",
+        "/\\evil.example/",
+        "/%2F/evil.example",
+    ],
+)
+async def test_the_key_never_redirects_off_site(console: RunningConsole, path: str) -> None:
+    """A link to the console's address with a path that a browser reads as another
+    host and the right key: the redirect that drops the key goes to a path with one
+    leading slash. (A browser, by the WHATWG URL rules, drops tabs and newlines and
+    reads any run of two or more ``/`` and ``\\`` at the start of a reference as the
+    start of a host: ``//evil.example/``, ``/\\evil.example/``, ``////evil.example/``.)
+    The session is set all the same."""
+    async with http() as session:
+        asked = URL(f"{console.base}{path}?key={console.key}&state=dead", encoded=True)
+        async with session.get(asked, allow_redirects=False) as answer:
+            assert answer.status == 303
+            location = answer.headers["Location"]
+        assert re.fullmatch(r"/(?![/\\])[^\t\n\r]*", location), location
+        assert URL(location).query.get("state") == "dead"
+        assert console.key not in location
+        async with session.get(f"{console.base}/?state=dead") as answer:
+            assert answer.status == 200
 
 
 async def test_a_post_without_the_form_token_is_refused(
@@ -408,6 +449,8 @@ async def test_list_filter_open_retry_and_replay_over_sqlite(
 async def test_list_filter_open_retry_and_replay_over_redis(
     browser: BrowserContext, page: Page, tmp_path: Path, redis_url: str
 ) -> None:
+    """The whole flow in Chromium over a real Redis server's inbox: the same pages,
+    filters, retry of the dead event and replay of the done one as over SQLite."""
     from dokobit_async.redis import RedisInbox
 
     async with RedisInbox(redis_url) as box:
@@ -445,6 +488,33 @@ async def test_a_hostile_body_is_shown_as_text_with_no_secret(
         assert spelled not in seen, name
     assert SEGMENT not in seen
     assert console.key not in seen.replace(console.url, "")  # only the URL we opened
+
+
+async def test_every_postback_secret_it_can_know_of_is_masked(tmp_path: Path) -> None:
+    """A rotation under way: two secrets in ``$DOKOBIT_POSTBACK_SECRET`` (a comma and
+    a space between them) and two lines of ``INBOX.secret`` (with a comment and a
+    blank line, as ``listen`` reads it): an event's page masks each of the four on its
+    own, in every spelling, where a body carries them."""
+    in_env = ["env-secret-new-0123456789", "env-secret-old-0123456789"]
+    in_file = ["file-secret-new-0123456789", "file-secret-old-0123456789"]
+    path = tmp_path / "postbacks.db"
+    kept = Path(f"{path}.secret")
+    kept.write_text(f"# rotating: new first\n{in_file[0]}\n\n{in_file[1]}\n")
+    kept.chmod(0o600)
+    shown = [spelled for secret in in_env + in_file for spelled in spellings(secret).values()]
+    async with SQLiteInbox(path) as box:
+        await add(box, "rot1", "signer_signed", body=json.dumps({"notes": shown}))
+    variable = {"DOKOBIT_POSTBACK_SECRET": ", ".join(in_env)}
+    async with running_console(tmp_path, str(path), env=variable) as running, http() as session:
+        await logged_in(session, running)
+        async with session.get(f"{running.base}/event", params={"id": "rot1"}) as answer:
+            assert answer.status == 200
+            page = await answer.text()
+    assert '<pre id="body">' in page
+    assert "***" in page
+    for secret in in_env + in_file:
+        for name, spelled in spellings(secret).items():
+            assert spelled not in page, (secret[:8], name)
 
 
 async def test_a_form_on_another_origin_cannot_write(
@@ -494,6 +564,30 @@ def test_an_inbox_that_is_not_there_is_a_usage_error(
     assert main(["console", "--inbox", str(missing), "--port", "0"]) == 2
     assert "no inbox at" in capsys.readouterr().err
     assert not missing.exists()
+
+
+async def test_an_inbox_of_an_older_schema_is_refused_and_left_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """A file of schema 2 (an older listener may serve it): the console exits 1 with
+    one line that says to upgrade the listener first, before it serves anything, and
+    the file keeps its version and columns (test_replay_cli.py: ``inbox``)."""
+    path = older_file(tmp_path / "v2.db", 2)
+    before = schema_of(path)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DOKOBIT_")}
+    command = [sys.executable, "-m", "dokobit_async", "console", "--inbox", str(path)]
+    proc = await asyncio.create_subprocess_exec(
+        *command, "--port", "0", stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), START)
+    finally:
+        await kill_and_reap(proc)
+    assert (proc.returncode, out) == (1, b"")
+    (line,) = err.decode().splitlines()
+    assert "schema version 2, older than" in line
+    assert "upgrade and restart the listener that serves it first" in line
+    assert schema_of(path) == before
 
 
 class CountingInbox(SQLiteInbox):

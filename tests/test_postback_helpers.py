@@ -112,6 +112,16 @@ def test_what_is_not_a_postback_is_refused_when_built() -> None:
         postback_url("https://example.com", "short")
 
 
+def test_the_secret_is_checked_by_the_receivers_rules() -> None:
+    """One secret, bytes or text, of 16 bytes or more, as ``PostbackReceiver``
+    takes it: 15 bytes and a list are refused with the receiver's own words."""
+    with pytest.raises(InvalidArgumentError, match=r"^secret must be at least 16 bytes long$"):
+        verify_postback_url("https://example.com/dokobit/postback/a.b", b"x" * 15)
+    with pytest.raises(InvalidArgumentError, match=r"^secret must be bytes or str, not list$"):
+        postback_url("https://example.com", [SECRET])  # type: ignore[arg-type]
+    assert verify_postback_url(postback_url("https://example.com", b"x" * 16), "x" * 16)
+
+
 async def test_the_receivers_own_urls_and_the_helpers_agree() -> None:
     """``PostbackReceiver.postback_url`` and ``postback_url`` mint the same shape,
     each verified by the other's secret check."""

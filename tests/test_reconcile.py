@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ import pytest
 from _receiver_helpers import start_receiver, wait_until
 from _redis import free_port
 from aiohttp import web
+from test_redact import spellings
 
 from dokobit_async import (
     DokobitClient,
@@ -29,6 +31,7 @@ from dokobit_async import (
     ExternalSigner,
     MemoryInbox,
     RateLimit,
+    RetryPolicy,
     SignerSigned,
     SigningCompleted,
     SigningFile,
@@ -43,7 +46,7 @@ from dokobit_async.reconcile import (
     Tracker,
 )
 from dokobit_async.routing import Router
-from dokobit_async.testing import Emulator, EmulatorConfig, make_pdf
+from dokobit_async.testing import Emulator, EmulatorConfig, FaultKind, Faults, make_pdf
 
 PDF = make_pdf(["Reconciled"])
 NOW_SCHEDULE = Schedule(first=0)  # due at once: no waiting in tests
@@ -316,19 +319,74 @@ async def test_polling_never_takes_more_than_its_share_of_the_rate_limit(
 ) -> None:
     """With 24 open signings due at once and 20 calls a second for the token, the
     status calls reach the emulator at most 4 (share 0.2) in any one-second window,
-    while the application's own calls still go through."""
+    while the application's own calls still go through: all of them reach the
+    emulator, and before the reconciler's last call (they do not queue behind it)."""
     tracker = MemoryTracker(NOW_SCHEDULE)
     async with client_for(emulator, tracker, calls=20) as client:
         created = [await create(client, dead_url(), people=1) for _ in range(24)]
+        own = await create(client, dead_url(), people=1)  # the application's signing
+        await tracker.forget(own.token)
         reconciler = Reconciler(client, MemoryInbox(), tracker, share=0.2, batch=24)
         assert reconciler.budget == RateLimit(calls=4, period=1.0)
-        await reconciler.poll_due()
+        polling = asyncio.create_task(reconciler.poll_due())
+        for _ in range(8):
+            await client.external.status(own.token)
+        assert await polling == len(created)
         await reconciler.aclose()
-    status_calls = [
-        r.time.timestamp() for r in emulator.requests if r.operation.endswith("/status")
-    ]
-    assert len(status_calls) == len(created)
-    assert windows(status_calls, 1.0) <= 4
+    status = [r for r in emulator.requests if r.operation.endswith("/status")]
+    polls = [r.time.timestamp() for r in status if own.token not in r.path]
+    apps = [r.time.timestamp() for r in status if own.token in r.path]
+    assert len(polls) == len(created)
+    assert windows(polls, 1.0) <= 4
+    assert len(apps) == 8
+    assert max(apps) < max(polls)
+
+
+def unavailable_status() -> Emulator:
+    """An emulator whose every status answer is a 503 (the other routes work)."""
+    faults = Faults(
+        rate=1.0, weights={FaultKind.UNAVAILABLE: 1.0}, operations={"signing-external/status"}
+    )
+    return Emulator(config=EmulatorConfig(time_scale=0.000001, faults=faults))
+
+
+async def test_a_slot_of_the_share_is_one_call_even_when_the_status_fails(
+    emulator: Emulator,
+) -> None:
+    """Every status answer is a 503: the reconciler makes one attempt per look (no
+    retries inside its slot, though the client retries its own calls), so its calls
+    at the emulator never exceed its share, 2 in any one-second window."""
+    tracker = MemoryTracker(NOW_SCHEDULE)
+    async with unavailable_status() as emu:
+        async with DokobitClient(
+            emu.access_token,
+            base_url=emu.base_url,
+            rate_limit=RateLimit(calls=10, period=1.0),
+            retry=RetryPolicy(max_attempts=5, base_delay=0.001, max_delay=0.001),
+            tracker=tracker,
+        ) as client:
+            created = [await create(client, dead_url(), people=1) for _ in range(4)]
+            reconciler = Reconciler(client, MemoryInbox(), tracker, share=0.2, batch=4)
+            assert reconciler.budget == RateLimit(calls=2, period=1.0)
+            assert await reconciler.poll_due() == len(created)
+            await reconciler.aclose()
+            for signing in created:  # each look failed: looked at again later
+                tracked = await tracker.get(signing.token)
+                assert tracked is not None
+                assert tracked.polls == 1
+        calls = [r.time.timestamp() for r in emu.requests if r.operation.endswith("/status")]
+        assert all(r.status == 503 for r in emu.requests if r.operation.endswith("/status"))
+    assert len(calls) == len(created)
+    assert windows(calls, 1.0) <= 2
+
+
+def test_the_share_of_the_calls_is_not_lost_to_floating_error() -> None:
+    """``calls * share`` rounds down, but ``100 * 0.29`` (28.999...) is 29 calls, and
+    the share is never below one call."""
+    for calls, share, expected in ((100, 0.29, 29), (100, 0.57, 57), (7, 0.1, 1), (3, 1.0, 3)):
+        client = DokobitClient("t" * 20, rate_limit=RateLimit(calls=calls, period=1.0))
+        reconciler = Reconciler(client, MemoryInbox(), MemoryTracker(), share=share)
+        assert reconciler.budget == RateLimit(calls=expected, period=1.0)
 
 
 async def test_a_deleted_signing_is_no_longer_tracked(emulator: Emulator) -> None:
@@ -356,6 +414,128 @@ async def test_a_signing_past_its_max_age_is_no_longer_tracked(emulator: Emulato
         shift[0] = 3600
         assert await reconciler.poll_due() == 1
         assert await tracker.get(created.token) is None
+
+
+async def test_a_signing_whose_status_keeps_failing_is_dropped_at_its_max_age() -> None:
+    """A status that fails on every look (a 503, one attempt per look) is looked at
+    again until ``max_age``, then the signing is no longer tracked."""
+    tracker = MemoryTracker(Schedule(first=0, max_age=3600))
+    shift = [0.0]
+    async with unavailable_status() as emu, client_for(emu, tracker) as client:
+        created = await create(client, dead_url())
+        reconciler = Reconciler(
+            client, MemoryInbox(), tracker, clock=lambda: time.time() + shift[0]
+        )
+        assert await reconciler.poll_due() == 1
+        tracked = await tracker.get(created.token)
+        assert tracked is not None
+        assert tracked.polls == 1
+        shift[0] = 3600
+        assert await reconciler.poll_due() == 1
+        assert await tracker.get(created.token) is None
+        await reconciler.aclose()
+        answers = [r.status for r in emu.requests if r.operation.endswith("/status")]
+    assert answers == [503, 503]
+
+
+async def test_a_signing_first_seen_archived_reports_its_completion(
+    emulator: Emulator, tracker: Tracker
+) -> None:
+    """Archiving follows the completion: a first look that finds the signing
+    ``archived`` (set on the emulator's record, which cannot archive by itself)
+    still stores the signature and the completion, and ends the tracking."""
+    runs = Runs()
+    receiver, runner, _ = await served(runs)
+    try:
+        async with client_for(emulator, tracker) as client:
+            created = await create(client, dead_url(), people=1)
+            await sign_all(emulator, created)
+            emulator.signings[created.token].status = "archived"
+            reconciler = Reconciler(client, receiver, tracker)
+            assert await reconciler.poll_due() == 1
+            await receiver.wait_idle()
+            assert await tracker.get(created.token) is None
+            await reconciler.aclose()
+    finally:
+        await runner.cleanup()
+    assert runs.counts() == Counter(
+        {
+            ("signer_signed", created.token, created.signers[0].token): 1,
+            ("signing_completed", created.token, None): 1,
+        }
+    )
+
+
+def leaky(token: str) -> str:
+    """An error text that quotes ``token`` in every spelling the leak tests know."""
+    return "redis://h/0?access_token=" + " ".join(spellings(token).values())
+
+
+class LeakyInbox(MemoryInbox):
+    """Every add fails, quoting ``token``."""
+
+    token = ""
+
+    async def add(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(leaky(self.token))
+
+
+class LeakyTracker(MemoryTracker):
+    """Its first claim fails, then every update, each quoting the access token."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(NOW_SCHEDULE)
+        self.token = token
+        self.claims = 0
+
+    async def claim(self, now: float, limit: int, lease: float) -> list[TrackedSigning]:
+        self.claims += 1
+        if self.claims == 1:
+            raise OSError(leaky(self.token))
+        return await super().claim(now, limit, lease)
+
+    async def update(self, signing: TrackedSigning) -> None:
+        raise OSError(leaky(self.token))
+
+
+async def test_no_log_line_of_the_reconciler_shows_the_access_token(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tracker and an inbox whose errors quote the access token (a URL with it):
+    the reconciler's ERROR lines name the errors, and no log record holds the token
+    in any spelling."""
+    caplog.set_level(logging.DEBUG)
+    token = emulator.access_token
+    tracker = LeakyTracker(token)
+    inbox = LeakyInbox()
+    inbox.token = token
+    async with client_for(emulator, tracker) as client, inbox:
+        stored = await create(client, dead_url(), people=1)
+        failing = await create(client, dead_url(), people=1)
+        await sign_all(emulator, stored)
+        reconciler = Reconciler(client, inbox, tracker, idle=0.01)
+        running = asyncio.create_task(reconciler.run())
+        try:
+            await wait_until(lambda: _logged(caplog, *KINDS))
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        await reconciler.aclose()
+    assert failing.token
+    for record in caplog.records:
+        text = record.getMessage() + repr(record.args)
+        for name, spelled in spellings(token).items():
+            assert spelled not in text, name
+
+
+KINDS = ("the tracker failed: OSError", "not stored: OSError", "look at ")
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, *kinds: str) -> bool:
+    """Whether an ERROR line of each kind was logged."""
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    return all(any(kind in line for line in lines) for kind in kinds)
 
 
 class FailingTracker(MemoryTracker):

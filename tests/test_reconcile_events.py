@@ -1,4 +1,5 @@
-"""The dedupe key and ``Event.via`` that reconciliation relies on (pure)."""
+"""The dedupe key and ``Event.via`` that reconciliation relies on, and the bodies it
+rebuilds from a status answer (pure)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ from typing import Any
 
 import pytest
 
-from dokobit_async import parse_postback
+from dokobit_async import Schedule, SigningStatus, StatusSigner, parse_postback
+from dokobit_async._reconcile_bodies import missed_postbacks
 from dokobit_async.events import event_key
 
 ONCE = ["signing_created", "signing_completed", "signing_archived", "signing_archive_failed"]
 MARK = {"dokobit_async": {"via": "reconciler"}}
+FIRST_LOOK: dict[str, Any] = {
+    "last_status": "",
+    "last_signers": {},
+    "file_url": "https://h/download",
+}
 
 
 def key(payload: dict[str, Any]) -> str:
@@ -57,3 +64,33 @@ def test_via_says_which_path_and_a_forged_marker_changes_nothing_else() -> None:
         assert (
             parse_postback(json.dumps({**body, "dokobit_async": odd}).encode()).via == "postback"
         )
+
+
+def status_answer(document: str, signer: str = "signed") -> SigningStatus:
+    """A status answer as the models build it (the emulator never archives)."""
+    return SigningStatus(
+        status=document, signers=(StatusSigner(token="S1", status=signer, code="1"),)
+    )
+
+
+@pytest.mark.parametrize("document", ["completed", "archived"])
+def test_a_completed_or_archived_signing_rebuilds_its_completion_once(document: str) -> None:
+    """A first look at a completed or already archived signing rebuilds the signature
+    and ``signing_completed``; a look after ``completed`` that finds ``archived``
+    rebuilds nothing more (``signing_archived`` is not rebuilt)."""
+    first = missed_postbacks("T", status_answer(document), **FIRST_LOOK)
+    assert [(b["action"], b.get("signer")) for b in first] == [
+        ("signer_signed", "S1"),
+        ("signing_completed", None),
+    ]
+    assert first[-1]["file"] == "https://h/download"
+    later: dict[str, Any] = {"last_status": "completed", "last_signers": {"S1": "signed"}}
+    assert missed_postbacks("T", status_answer("archived"), **later, file_url="u") == []
+
+
+def test_every_final_document_status_ends_the_tracking() -> None:
+    """The final statuses include the inferred ``archived`` and ``failed``, not
+    ``pending``."""
+    final = Schedule().final
+    assert {"completed", "archived", "failed", "declined", "expired", "deleted"} <= final
+    assert "pending" not in final

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from _otel import recording
 from _receiver_helpers import start_receiver, wait_until
+from test_inbox_traceparent import schema_of
 from test_redis_worker import add
 
 from dokobit_async import DispatchPolicy, Router
@@ -336,25 +337,31 @@ async def test_a_replayed_handler_run_is_traced_with_its_replay_count(tmp_path: 
         assert [(run.attributes or {}).get("dokobit.replay") for run in runs] == [None, 1]
 
 
+def older_file(path: Path, version: int) -> Path:
+    """An SQLite file as schema ``version`` (1 or 2) wrote it (WAL), with one done
+    event ``old`` of signing ``sig-1`` that handler ``email`` handled."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for statement in (s for step in _MIGRATIONS[:version] for s in step):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute(
+            "INSERT INTO events (id, signing_token, action, body, content_type, received_at,"
+            " state, handlers_done) VALUES ('old', 'sig-1', 'signer_signed',"
+            " x'7b7d', 'application/json', 10.0, 'done', '[\"email\"]')"
+        )
+    finally:
+        conn.close()
+    return path
+
+
 async def test_a_file_of_schema_2_gains_the_replay_columns_and_can_replay(
     tmp_path: Path,
 ) -> None:
     """An SQLite file written by schema version 2 (no replay columns) is upgraded on
     open to version 3: its rows read back never replayed, and a done one replays."""
-    path = tmp_path / "v2.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        for statement in (s for step in _MIGRATIONS[:2] for s in step):
-            conn.execute(statement)
-        conn.execute("PRAGMA user_version = 2")
-        conn.execute(
-            "INSERT INTO events (id, signing_token, action, body, content_type, received_at,"
-            " state, handlers_done, traceparent) VALUES ('old', 'sig-1', 'signer_signed',"
-            " x'7b7d', 'application/json', 10.0, 'done', '[\"email\"]', NULL)"
-        )
-    finally:
-        conn.close()
+    path = older_file(tmp_path / "v2.db", 2)
     async with SQLiteInbox(path) as inbox:
         (old,) = await inbox.list()
         assert (old.id, old.state, old.handlers_done) == ("old", "done", frozenset({"email"}))
@@ -363,8 +370,111 @@ async def test_a_file_of_schema_2_gains_the_replay_columns_and_can_replay(
         again = await inbox.get("old")
         assert again is not None
         assert (again.state, again.replays, again.replay_handler) == ("pending", 1, "email")
-    conn = sqlite3.connect(path)
+    assert schema_of(path)[0] == SCHEMA_VERSION == 3
+
+
+class HeldBack:
+    """A handler ``email`` that records ``(n, event.replay, outcome)`` for each run
+    (``n`` from the body), and fails event 2 until :attr:`release` is set: a later
+    event of the signing kept in backoff for as long as the test needs, with no
+    timing involved."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, int, str]] = []
+        self.release = asyncio.Event()
+        self.router = Router()
+        self.router.add(None, self.email, name="email")
+
+    async def email(self, event: Event) -> None:
+        n = int(event.raw["n"])
+        if n == 2 and not self.release.is_set():
+            self.runs.append((n, event.replay, "failed"))
+            raise RuntimeError("down until released")
+        self.runs.append((n, event.replay, "ok"))
+
+    def succeeded(self) -> list[tuple[int, int]]:
+        """``(n, replay)`` of the runs that succeeded, in order."""
+        return [(n, replay) for n, replay, outcome in self.runs if outcome == "ok"]
+
+    async def failures(self, at_least: int) -> bool:
+        return sum(outcome == "failed" for _, _, outcome in self.runs) >= at_least
+
+
+# Retried every 0.1 s or so for as long as event 2 is held back (bounded by the waits).
+HELD = DispatchPolicy(concurrency=2, max_attempts=100_000, base_delay=0.02, max_delay=0.1)
+
+
+async def test_a_replay_on_redis_runs_ahead_of_a_later_event_of_its_signing_in_backoff(
+    redis_url: str,
+) -> None:
+    """On Redis a replayed event takes its place by seq in its signing's queue
+    (docs/architecture.md#replay-and-export): e1 done, e2 (same signing, later)
+    failing and waiting in backoff; e1 replayed runs while e2 still fails, ahead of
+    it. Had the replay joined the queue behind e2, e1 could not run until e2 is done,
+    which it never is before the release."""
+    held = HeldBack()
+    async with (
+        RedisInbox(redis_url) as inbox,
+        RedisWorker(redis_url, held.router, name="w1", policy=HELD, block=0.2) as worker,
+    ):
+        run = asyncio.ensure_future(worker.run())
+        try:
+            await add(inbox, "e1", "sig-1", 1)
+            await wait_until(lambda: done_again(inbox, "e1", 0))
+            await add(inbox, "e2", "sig-1", 2)
+            await wait_until(lambda: held.failures(1))
+            assert await inbox.replay(["e1"]) == 1
+            await wait_until(lambda: done_again(inbox, "e1", 1))
+            e2 = await inbox.get("e2")
+            assert e2 is not None
+            assert (e2.state, e2.handlers_done) == ("pending", frozenset())
+            assert held.succeeded() == [(1, 0), (1, 1)]
+            held.release.set()
+            await wait_until(lambda: _all_done(inbox))
+        finally:
+            await worker.stop()
+            await asyncio.wait_for(run, timeout=30)
+    assert held.succeeded() == [(1, 0), (1, 1), (2, 0)]
+    assert held.runs[1] == (2, 0, "failed")  # e2 failed before e1 was replayed
+
+
+async def test_a_replay_in_a_listener_queues_behind_its_signings_events_in_memory(
+    tmp_path: Path,
+) -> None:
+    """In a listener a replayed event found by the sweep joins its signing's queue in
+    memory behind the events already there (docs/architecture.md#replay-and-export):
+    e1 done, e2 (same signing) failing in backoff; e1 replayed from another
+    connection waits, in memory, until e2 is done, and runs after it."""
+    held = HeldBack()
+    path = tmp_path / "pb.db"
+    receiver, runner, url = await start_receiver(
+        held.router, inbox=SQLiteInbox(path), confirm=False, policy=HELD
+    )
+    assert receiver._dispatcher is not None
+    backlog = receiver._dispatcher.backlog
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        async with aiohttp.ClientSession() as session, SQLiteInbox(path) as other:
+            for n in (1, 2):
+                body = json.dumps({"action": "signer_signed", "token": "sig-1", "n": n})
+                async with session.post(url, data=body) as response:
+                    assert response.status == 200
+                if n == 1:
+                    await wait_until(lambda: _all_done(other))
+            await wait_until(lambda: held.failures(1))
+            e1, e2 = await other.list()
+            assert await other.replay([e1.id]) == 1
+
+            async def in_memory() -> bool:
+                return backlog.knows(e1.id)
+
+            await wait_until(in_memory)  # the sweep read it (within IDLE_POLL)
+            failed = sum(outcome == "failed" for _, _, outcome in held.runs)
+            await wait_until(lambda: held.failures(failed + 2))  # e2 retried meanwhile
+            assert held.succeeded() == [(1, 0)]  # e1 waits behind it
+            held.release.set()
+            await wait_until(lambda: _all_done(other))
+            assert await done_again(other, e1.id, 1)
+            assert await done_again(other, e2.id, 0)
     finally:
-        conn.close()
+        await runner.cleanup()
+    assert held.succeeded() == [(1, 0), (2, 0), (1, 1)]

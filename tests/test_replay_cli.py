@@ -4,6 +4,7 @@ Redis server alike. Every wait is bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -21,6 +22,11 @@ from test_cli_receiver import (
     states,
     wait_until,
 )
+from test_inbox_traceparent import schema_of
+from test_redact import spellings
+from test_replay import older_file
+
+from dokobit_async._cli.inboxes import inbox_location, opened
 
 TOKEN = "cli-access-token-0123456789"
 
@@ -201,3 +207,104 @@ def test_export_writes_json_lines_to_stdout_or_a_file(
     assert (code, out) == (2, "")
     assert_one_error_line(err)
     assert "cannot write" in err
+
+
+PLANTED_TOKEN = "planted/token+0123456789ab"  # ('/' and '+': every spelling differs)
+PLANTED_SECRET = "planted-postback-secret-0123456789"
+
+
+def plant(where: str) -> None:
+    """A dead event whose body holds the access token and the postback secret in
+    every spelling (one per line of ``show``), bare (no ``access_token=`` before
+    them, which the library masks whatever it is), and whose last error quotes both."""
+    shown = [s for secret in (PLANTED_TOKEN, PLANTED_SECRET) for s in spellings(secret).values()]
+
+    async def go() -> None:
+        async with opened(inbox_location(where)) as box:
+            await box.add(
+                id="planted1",
+                signing_token="sig-planted",
+                action="signer_signed",
+                body=json.dumps({"notes": shown}).encode(),
+                content_type="application/json",
+                received_at=1000.0,
+            )
+            error = f"{PLANTED_TOKEN} {PLANTED_SECRET}: handler failed"
+            await box.record_failure("planted1", error=error, next_attempt_at=0)
+            await box.set_state("planted1", "dead")
+
+    asyncio.run(go())
+
+
+def test_export_show_and_list_mask_a_planted_token_and_postback_secret(
+    capsys: pytest.CaptureFixture[str], inbox_at: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The access token (``$DOKOBIT_ACCESS_TOKEN``) and the postback secret
+    (``$DOKOBIT_POSTBACK_SECRET``) planted in a stored body and last error are in no
+    spelling in the output of ``inbox export``, ``show`` and ``list``. Without the
+    variables the same commands show them (the plant reaches the output: the check
+    can fail)."""
+    plant(inbox_at)
+    commands = [
+        ("export", "--inbox", inbox_at),
+        ("show", "planted1", "--inbox", inbox_at),
+        ("list", "--inbox", inbox_at),
+    ]
+    for name in ("DOKOBIT_ACCESS_TOKEN", "DOKOBIT_POSTBACK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    for command in commands:
+        code, out, _ = run(capsys, "inbox", *command)
+        assert code == 0
+        assert PLANTED_TOKEN in out.replace("\\/", "/"), command[0]  # (JSON may escape /)
+    monkeypatch.setenv("DOKOBIT_ACCESS_TOKEN", PLANTED_TOKEN)
+    monkeypatch.setenv("DOKOBIT_POSTBACK_SECRET", PLANTED_SECRET)
+    for command in commands:
+        code, out, err = run(capsys, "inbox", *command)
+        assert code == 0
+        assert "***" in out, command[0]
+        for secret in (PLANTED_TOKEN, PLANTED_SECRET):
+            for name, spelled in spellings(secret).items():
+                assert spelled not in out + err, (command[0], secret[:8], name)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_inbox_commands_refuse_an_older_schema_and_leave_the_file_as_it_is(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, version: int
+) -> None:
+    """``inbox list|show|export|replay`` on a file of an older schema (which an older
+    listener may still serve) do not upgrade it: a one-line error that says to upgrade
+    the listener first, and the file keeps its version and columns. A listener's
+    open upgrades it (test_replay.py), after which ``inbox list`` reads it."""
+    path = older_file(tmp_path / f"v{version}.db", version)
+    before = schema_of(path)
+    for command in (("list",), ("show", "old"), ("export",), ("replay", "old")):
+        code, out, err = run(capsys, "inbox", *command, "--inbox", str(path))
+        assert (code, out) == (1, ""), command
+        assert_one_error_line(err)
+        assert f"schema version {version}, older than" in err
+        assert "upgrade and restart the listener that serves it first" in err
+    assert schema_of(path) == before
+    assert before[0] == version
+
+    async def as_the_listener_opens_it() -> None:
+        async with opened(inbox_location(str(path))):
+            pass
+
+    asyncio.run(as_the_listener_opens_it())
+    code, out, _ = run(capsys, "inbox", "list", "--inbox", str(path))
+    assert code == 0
+    assert "old" in out
+
+
+def test_inbox_commands_refuse_a_database_that_is_not_an_inbox(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An SQLite file with no schema of ours (another program's database, an empty
+    file) is refused as no inbox, and no table is created in it."""
+    path = tmp_path / "other.db"
+    path.write_bytes(b"")
+    code, out, err = run(capsys, "inbox", "list", "--inbox", str(path))
+    assert (code, out) == (2, "")
+    assert_one_error_line(err)
+    assert "is not an inbox" in err
+    assert schema_of(path) == (0, [])

@@ -147,6 +147,24 @@ async def test_records_survive_a_close_and_reopen(
         assert await tracker.get("sig-1") is not None
 
 
+async def test_the_oldest_open_signing_tells_when_an_old_secret_is_unused(
+    trackers: Factory,
+) -> None:
+    """``oldest`` is the open signing created first (none when nothing is tracked); once
+    it is forgotten (final, gone), the next oldest takes its place."""
+    async with opened(trackers) as tracker:
+        assert await tracker.oldest() is None
+        for i, created in enumerate((T0 + 20, T0, T0 + 10)):
+            await tracker.track(f"sig-{i}", "external", created)
+        first = await tracker.oldest()
+        assert first is not None
+        assert (first.token, first.created_at) == ("sig-1", T0)
+        await tracker.forget("sig-1")
+        after = await tracker.oldest()
+        assert after is not None
+        assert after.token == "sig-2"
+
+
 def test_importing_the_package_does_not_import_redis() -> None:
     """The reconciler and its in-process trackers cost no Redis import."""
     code = (

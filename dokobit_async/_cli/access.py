@@ -7,32 +7,60 @@ commands but warns, since every user of the machine sees a process's arguments
 (``ps``). Every spelling of the token that may reach an output is collected first
 (:func:`secrets_in`, :func:`read_token_file`), so that each error line and log line
 is masked with it (``_redact.redact``).
+
+The client's rate limit is the token's: ``RateLimit``'s defaults, in this process,
+unless ``--rate-limit URL`` (or ``$DOKOBIT_RATE_LIMIT``) names a Redis, where it is a
+:class:`~dokobit_async.redis.RedisRateLimit` that every process of the deployment
+with the same token and the same Redis shares: a command's calls then count in the
+application's budget (docs/architecture.md#the-rate-limit-across-processes). Its
+``calls`` and ``period`` must be the application's (``--rate-limit-calls``,
+``--rate-limit-period``): the shared keys are read with each process's own. The
+Redis is asked once at start (:func:`in_use`): one it cannot reach is one error line,
+exit 1, before any call; its URL's password is never shown (``_urls.server_address``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
+from urllib.parse import urlsplit
 
 from .._bodies import JSON
+from .._urls import server_address
 from ..client import PRODUCTION_URL, DokobitClient
 from ..exceptions import InvalidArgumentError
+from ..ratelimit import RateLimit
+from .arguments import positive_seconds, whole_number
+from .inboxes import REDIS_SCHEMES, redis_extra
 from .output import EXIT_USAGE, CliError, shown_path, warn
+
+if TYPE_CHECKING:
+    from ..redis import RedisRateLimit
 
 __all__ = [
     "BASE_URL_ENV",
+    "RATE_LIMIT_ENV",
     "TOKEN_ENV",
     "TOKEN_FILE_LIMIT",
+    "add_rate_limit_options",
     "client_of",
+    "in_use",
+    "limit_shown",
+    "rate_limit_of",
     "read_token_file",
     "secrets_in",
 ]
 
 TOKEN_ENV = "DOKOBIT_ACCESS_TOKEN"  # noqa: S105 - the variable's name
 BASE_URL_ENV = "DOKOBIT_BASE_URL"
+RATE_LIMIT_ENV = "DOKOBIT_RATE_LIMIT"
+_LIMIT = RateLimit()  # the application's defaults: a shared limit must use the same
 TOKEN_FILE_LIMIT = 4096
 """Largest ``--token-file`` read, in bytes: a token is one short line."""
 # and a postback secret misplaced on the command line (``listen`` takes none there)
@@ -107,8 +135,9 @@ def client_of(
         )
     base_url = getattr(args, "base_url", None) or os.environ.get(BASE_URL_ENV) or PRODUCTION_URL
     encoding = JSON if getattr(args, "json_body", False) else "form"
+    limit = rate_limit_of(args)
     try:
-        client = DokobitClient(token, base_url=base_url, body_encoding=encoding)
+        client = DokobitClient(token, base_url=base_url, body_encoding=encoding, rate_limit=limit)
     except InvalidArgumentError as exc:
         raise CliError(str(exc), code=EXIT_USAGE) from None
     if from_argument and warn_argument:
@@ -117,3 +146,124 @@ def client_of(
             f"set {TOKEN_ENV} or use --token-file PATH"
         )
     return client
+
+
+def add_rate_limit_options(p: argparse.ArgumentParser) -> None:
+    """``--rate-limit URL``, ``--rate-limit-calls N`` and ``--rate-limit-period S``:
+    the token's limit, this process's own or shared through Redis (every command that
+    calls the API; ``SUPPRESS`` defaults, as ``cli._common_options``)."""
+    p.add_argument(
+        "--rate-limit",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="share the token's rate limit with the application's processes through "
+        "this Redis: redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or "
+        f"unix:///PATH (default: ${RATE_LIMIT_ENV}, better for a password: ps shows "
+        "arguments; without either, this process keeps a limit of its own that no "
+        "other process counts)",
+    )
+    p.add_argument(
+        "--rate-limit-calls",
+        type=whole_number(1),
+        metavar="N",
+        default=argparse.SUPPRESS,
+        help=f"the token's calls per period (default: {_LIMIT.calls}, the library's); "
+        "with --rate-limit, the application's: every process that shares the Redis "
+        "must give the same calls and period (each reads the shared count with its own)",
+    )
+    p.add_argument(
+        "--rate-limit-period",
+        type=positive_seconds,
+        metavar="SECONDS",
+        default=argparse.SUPPRESS,
+        help=f"the period of --rate-limit-calls (default: {_LIMIT.period:g}, the library's)",
+    )
+
+
+def rate_limit_of(args: argparse.Namespace) -> RateLimit:
+    """The token's limit: a ``RedisRateLimit`` on ``--rate-limit`` (or
+    ``$DOKOBIT_RATE_LIMIT``; ``--rate-limit ''`` turns the variable off), else this
+    process's own; ``calls`` and ``period`` from the options or ``RateLimit``'s."""
+    calls = getattr(args, "rate_limit_calls", _LIMIT.calls)
+    period = getattr(args, "rate_limit_period", _LIMIT.period)
+    url = getattr(args, "rate_limit", None)
+    if url is None:
+        url = os.environ.get(RATE_LIMIT_ENV, "")
+    if not url.strip():
+        return RateLimit(calls=calls, period=period)
+    shown = _redis_url(url)
+    limit: RateLimit = redis_extra(f"--rate-limit {shown}").RedisRateLimit(
+        url, calls=calls, period=period
+    )
+    return limit
+
+
+def _redis_url(text: str) -> str:
+    """A checked Redis URL as messages show it (a usage error when it is none)."""
+    parts = urlsplit(text)
+    if "://" not in text or parts.scheme not in REDIS_SCHEMES:
+        raise CliError(
+            "--rate-limit takes a Redis URL: redis://[:PASSWORD@]HOST[:PORT][/DB], "
+            "rediss://... or unix:///PATH",
+            code=EXIT_USAGE,
+        )
+    try:
+        parts.port  # noqa: B018 - checked: a port that is not a number raises
+    except ValueError:
+        raise CliError("--rate-limit: the Redis URL's port is not a number", EXIT_USAGE) from None
+    if parts.scheme != "unix" and not parts.hostname:
+        raise CliError(f"--rate-limit: a {parts.scheme}:// URL needs a host", EXIT_USAGE)
+    return server_address(text)
+
+
+def _shared(limit: RateLimit | None) -> RedisRateLimit | None:
+    """``limit`` if it is a ``RedisRateLimit`` (only a Redis URL imports the extra)."""
+    extra = sys.modules.get("dokobit_async.redis")
+    if extra is not None and isinstance(limit, extra.RedisRateLimit):
+        return cast("RedisRateLimit", limit)
+    return None
+
+
+def limit_shown(limit: RateLimit | None) -> str:
+    """``limit`` as a line shows it: its calls, period and Redis (no password)."""
+    if limit is None:
+        return "no rate limit"
+    shared = _shared(limit)
+    where = f"shared through {server_address(str(shared.redis))}" if shared else "this process's"
+    return f"{limit.calls} calls per {limit.period:g} s, {where}"
+
+
+@contextlib.asynccontextmanager
+async def in_use(client: DokobitClient) -> AsyncIterator[DokobitClient]:
+    """``client`` open for the block, then closed; a shared rate limit's Redis is
+    asked first (one that does not answer: exit 1, nothing sent) and its connections
+    closed last, once the releases of the client's calls reached it."""
+    shared = _shared(client.rate_limit)
+    if shared is not None:
+        await _answers(shared)
+    try:
+        async with client:
+            yield client
+    finally:
+        if shared is not None:
+            await shared.aclose()
+
+
+async def _answers(limit: RedisRateLimit) -> None:
+    import redis.asyncio  # the extra is there: ``limit`` is one of its classes
+    import redis.exceptions
+
+    url = str(limit.redis)
+    timeout = min(limit.redis_timeout, 5.0)
+    client = redis.asyncio.Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout
+    )
+    try:
+        await client.ping()
+    except (redis.exceptions.RedisError, OSError) as exc:  # never the URL: its password
+        raise CliError(
+            f"cannot reach the rate limit's Redis at {server_address(url)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        await client.aclose()

@@ -22,6 +22,7 @@ from .fields import Uploads
 from .output import (
     EXIT_USAGE,
     CliError,
+    cannot_listen,
     default_name,
     dump,
     human_size,
@@ -202,9 +203,7 @@ async def emulate(args: argparse.Namespace) -> int:
         try:
             await emulator.start()
         except OSError as exc:
-            raise CliError(
-                f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-            ) from None
+            raise cannot_listen(args.host, args.port, exc) from None
         try:
             base, token = emulator.base_url, emulator.access_token
             out(f"emulator running at {base}")

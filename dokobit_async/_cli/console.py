@@ -7,26 +7,24 @@ made at each start, that every request needs (see :mod:`dokobit_async._console`)
 The key is printed once, on stdout, and never logged.
 
 Secrets the pages mask besides what :mod:`dokobit_async._redact` finds by shape: the
-access token (``$DOKOBIT_ACCESS_TOKEN``) and the postback secret (``$SECRET_ENV``, or
-the one kept beside an SQLite inbox), when known.
+access token (``$DOKOBIT_ACCESS_TOKEN``) and every postback secret of
+``$DOKOBIT_POSTBACK_SECRET`` or of the file kept beside an SQLite inbox, when known
+(:func:`~dokobit_async._cli.secrets_source.known_secrets`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-from pathlib import Path
 
 from aiohttp import web
 
 from .._console import Console, access_logger, new_key
-from .access import TOKEN_ENV
 from .arguments import Command, port_number
-from .inboxes import InboxLocation, inbox_location, opened
-from .listen import DEFAULT_INBOX, SECRET_ENV, local_url, note
-from .output import CliError, out
+from .inboxes import add_inbox_option, inbox_location, opened
+from .listen import local_url, note
+from .output import cannot_listen, out
+from .secrets_source import known_secrets
 from .signals import stop_on_signals
 
 __all__ = ["add_parser", "console"]
@@ -39,13 +37,7 @@ def add_parser(command: Command) -> None:
     p = command(
         "console", "serve the dead-letter console (a local web page) until Ctrl-C", uses_api=False
     )
-    p.add_argument(
-        "--inbox",
-        default=DEFAULT_INBOX,
-        metavar="PATH|URL",
-        help="the listener's inbox: a file, sqlite:///PATH or redis://HOST[:PORT][/DB] "
-        "(default: %(default)s)",
-    )
+    add_inbox_option(p)
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -59,21 +51,12 @@ def add_parser(command: Command) -> None:
     )
 
 
-def _known_secrets(where: InboxLocation) -> list[str]:
-    """The access token and postback secret this process can know of, to mask."""
-    found = [os.environ.get(TOKEN_ENV, "").strip(), os.environ.get(SECRET_ENV, "").strip()]
-    if where.kind == "sqlite":
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            found.append(Path(f"{where.path}.secret").read_text(encoding="utf-8").strip())
-    return [value for value in found if value]
-
-
 async def console(args: argparse.Namespace) -> int:
     """Serve the console until SIGINT or SIGTERM; print the URL (with its key) to open."""
     where = inbox_location(args.inbox)
     key = new_key()
     async with opened(where, existing=True) as box:
-        app = Console(box, key, secrets=_known_secrets(where)).app()
+        app = Console(box, key, secrets=known_secrets(where)).app()
         runner = web.AppRunner(app, access_log_class=access_logger(key))
         stop = asyncio.Event()
         with stop_on_signals(stop):
@@ -82,9 +65,7 @@ async def console(args: argparse.Namespace) -> int:
                 try:
                     await web.TCPSite(runner, args.host, args.port).start()
                 except OSError as exc:
-                    raise CliError(
-                        f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-                    ) from None
+                    raise cannot_listen(args.host, args.port, exc) from None
                 local = local_url(runner)
                 out(f"console: {local}/?key={key}")
                 note(f"console of {where.shown}: open the URL above; press Ctrl-C to stop")

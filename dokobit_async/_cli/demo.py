@@ -35,7 +35,7 @@ from ..receiver import DispatchPolicy, PostbackReceiver, RedactingAccessLogger
 from ..routing import Router
 from .arguments import Command
 from .listen import local_url, public_url
-from .output import CliError, human_size, out
+from .output import CliError, cannot_listen, human_size, out
 
 __all__ = ["add_parser", "demo"]
 
@@ -162,7 +162,7 @@ async def demo(args: argparse.Namespace, client: DokobitClient | None) -> int:
         try:
             await web.TCPSite(runner, args.host, port).start()
         except OSError as exc:
-            raise CliError(f"cannot listen on {args.host}:{port}: {exc.strerror or exc}") from None
+            raise cannot_listen(args.host, port, exc) from None
         local = local_url(runner)
         out(f"receiver listening at {local}{receiver.path}")
 

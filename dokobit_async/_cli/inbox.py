@@ -13,30 +13,24 @@ always masks (``export_jsonl``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import math
-import os
 import re
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import TextIO, get_args
-from urllib.parse import parse_qsl
 
+from .._console_pages import pretty_body
 from .._redact import printable, redact, shown_token
 from ..inbox import Inbox, InboxState, StoredEvent, export_jsonl
-from .access import TOKEN_ENV
 from .arguments import Command, non_negative, whole_number
-from .inboxes import InboxLocation, inbox_location, opened
-from .listen import DEFAULT_INBOX
+from .inboxes import InboxLocation, add_inbox_option, inbox_location, opened
 from .output import EXIT_USAGE, CliError, out, shown_path, table
-from .secrets_source import SECRET_ENV
+from .secrets_source import known_secrets
 
-__all__ = ["add_parser", "inbox", "known_secrets", "moment"]
+__all__ = ["add_parser", "inbox", "moment"]
 
 _STATES = list(get_args(InboxState))
 _ERROR_WIDTH = 50
@@ -49,13 +43,7 @@ def add_parser(command: Command) -> None:
     p = command("inbox", "inspect or repair a listener's inbox", uses_api=False)
     actions = p.add_subparsers(dest="inbox_command", required=True, metavar="ACTION")
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument(
-        "--inbox",
-        default=DEFAULT_INBOX,
-        metavar="PATH|URL",
-        help="the listener's inbox: a file, sqlite:///PATH or redis://HOST[:PORT][/DB] "
-        "(default: %(default)s)",
-    )
+    add_inbox_option(where)
 
     def action(name: str, helptext: str) -> argparse.ArgumentParser:
         return actions.add_parser(
@@ -129,19 +117,6 @@ def moment(text: str) -> float:
     return value
 
 
-def known_secrets(where: InboxLocation) -> list[str]:
-    """What this process can know of the access token and the postback secrets, to
-    mask: ``$DOKOBIT_ACCESS_TOKEN``, ``$DOKOBIT_POSTBACK_SECRET`` (one or several) and,
-    for an SQLite inbox, the lines of ``INBOX.secret`` (best effort: unreadable is
-    none)."""
-    found = [os.environ.get(TOKEN_ENV, "")]
-    found += re.split(r"[\s,]+", os.environ.get(SECRET_ENV, ""))
-    if where.kind == "sqlite":
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            found += Path(f"{where.path}.secret").read_text(encoding="utf-8").splitlines()
-    return [s.strip() for s in found if s.strip() and not s.strip().startswith("#")]
-
-
 @contextmanager
 def _output(target: str) -> Iterator[TextIO]:
     """``-o``: stdout for ``-``, else the file (created or truncated)."""
@@ -170,10 +145,12 @@ async def inbox(args: argparse.Namespace) -> int:
                 out("no events" + (f" in state {args.state}" if args.state else ""))
                 return 0
             header = ["SEQ", "ID", "STATE", "ACTION", "TOKEN", "TRIES", "RECEIVED", "LAST ERROR"]
-            rows = [header] + [_row(event) for event in events]
+            secrets = known_secrets(where)  # (masked before a cell is cut)
+            rows = [header] + [_row(event, secrets) for event in events]
             out("\n".join(line[2:] for line in table(rows)))
         elif args.inbox_command == "show":
-            out("\n".join(_describe(await _find(box, where, args.event))))
+            shown = "\n".join(_describe(await _find(box, where, args.event)))
+            out(redact(shown, known_secrets(where)))  # the token, every postback secret
         elif args.inbox_command == "replay":
             await _replay(box, where, args)
         elif args.inbox_command == "export":
@@ -241,14 +218,15 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
-def _short_error(error: str | None) -> str:
+def _short_error(error: str | None, secrets: list[str]) -> str:
     if not error:
         return "-"
-    # stored errors are printable already (the dispatcher keeps them so)
-    return printable(" ".join(error.split()), _ERROR_WIDTH, backslashes=False)
+    # stored errors are printable already (the dispatcher keeps them so), and masked
+    # by the process that stored them: masked here too, for a secret it did not know
+    return printable(" ".join(redact(error, secrets).split()), _ERROR_WIDTH, backslashes=False)
 
 
-def _row(event: StoredEvent) -> list[str]:
+def _row(event: StoredEvent, secrets: list[str]) -> list[str]:
     received = datetime.fromtimestamp(event.received_at).strftime("%m-%d %H:%M:%S")
     return [
         str(event.seq),
@@ -258,7 +236,7 @@ def _row(event: StoredEvent) -> list[str]:
         shown_token(event.signing_token),
         str(event.attempts),
         received,
-        _short_error(event.last_error),
+        _short_error(event.last_error, secrets),
     ]
 
 
@@ -283,15 +261,5 @@ def _describe(event: StoredEvent) -> list[str]:
     error = printable(event.last_error or "-", _LINE_WIDTH, backslashes=False)
     lines.append(f"last error:   {error}")
     lines.append(f"body ({printable(event.content_type or 'no content type')}):")
-    body = _pretty_body(event).splitlines()
-    return lines + ["  " + printable(line, _LINE_WIDTH) for line in body]
-
-
-def _pretty_body(event: StoredEvent) -> str:
-    text = event.body.decode("utf-8", errors="replace")
-    try:
-        value: object = json.loads(text)
-    except ValueError:
-        value = dict(parse_qsl(text)) if "form" in event.content_type else None
-    shown = text if value is None else json.dumps(value, indent=2, ensure_ascii=False)
-    return redact(shown)  # an access_token= in a URL is masked
+    body = redact(pretty_body(event.body, event.content_type))  # access_token= masked
+    return lines + ["  " + printable(line, _LINE_WIDTH) for line in body.splitlines()]

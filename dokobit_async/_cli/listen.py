@@ -22,6 +22,11 @@ the hard limit (said at ``-v``), closes idle keep-alive connections after
 within ``--header-timeout``, and keeps its connections below ``--max-connections``
 (by default a share of the open-files limit) by closing the oldest idle one when a
 new sender arrives (:mod:`dokobit_async._serve`).
+
+Its calls to the API (the confirmations, and ``--reconcile``'s status calls) count in
+the token's rate limit: this process's own, or with ``--rate-limit redis://...``
+(``$DOKOBIT_RATE_LIMIT``) the one that the application's processes share
+(:mod:`dokobit_async._cli.access`).
 """
 
 from __future__ import annotations
@@ -53,14 +58,13 @@ from ..events import POSTBACK_PATH
 from ..receiver import DispatchPolicy, PostbackReceiver, RedactingAccessLogger
 from ..routing import Router
 from .arguments import Command, port_number, positive_seconds, whole_number
-from .inboxes import inbox_location, open_inbox
-from .output import PROG, CliError, out
+from .inboxes import add_inbox_option, inbox_location, open_inbox
+from .output import PROG, CliError, cannot_listen, out
 from .reconcile import add_reconcile_options, reconciling
 from .secrets_source import SECRET_ENV, add_secret_options, postback_secrets
 from .signals import stop_on_signals
 
 __all__ = [
-    "DEFAULT_INBOX",
     "SECRET_ENV",
     "add_dispatch_options",
     "add_parser",
@@ -71,7 +75,6 @@ __all__ = [
     "public_url",
 ]
 
-DEFAULT_INBOX = "postbacks.db"
 # the receiver's own defaults, shown in --help
 _DEFAULTS: dict[str, Any] = PostbackReceiver.__init__.__kwdefaults__ or {}
 _POLICY = DispatchPolicy()  # its defaults, shown in --help
@@ -100,12 +103,7 @@ def add_parser(command: Command) -> None:
     p.add_argument(
         "--port", type=port_number, default=8080, help="0 picks a free port (default: 8080)"
     )
-    p.add_argument(
-        "--inbox",
-        default=DEFAULT_INBOX,
-        metavar="PATH|URL",
-        help="a file, sqlite:///PATH or redis://HOST[:PORT][/DB] (default: %(default)s)",
-    )
+    add_inbox_option(p, "where postbacks are stored")
     p.add_argument(
         "--public-url",
         metavar="URL",
@@ -312,9 +310,7 @@ async def listen(args: argparse.Namespace, client: DokobitClient | None) -> int:
             try:
                 await GuardedSite(runner, args.host, args.port, guard=guard).start()
             except OSError as exc:
-                raise CliError(
-                    f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-                ) from None
+                raise cannot_listen(args.host, args.port, exc) from None
             local = local_url(runner)
             logger.debug(
                 "at most %s connections, keep-alive %g s, headers within %g s",

@@ -34,6 +34,7 @@ __all__ = [
     "PROG",
     "CliError",
     "Progress",
+    "cannot_listen",
     "default_name",
     "dump",
     "human_size",
@@ -87,6 +88,11 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED):
         super().__init__(message)
         self.code = code
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> CliError:
+    """The error of a server of ours that cannot bind ``host:port`` (in use, say)."""
+    return CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 def out(text: str = "") -> None:

@@ -6,7 +6,11 @@ Runs a :class:`~dokobit_async.reconcile.Reconciler` over the tracked signings in
 ``--inbox``, where the listeners' dispatchers (or the Redis workers) find it on their
 next sweep (``docs/architecture.md#reconciliation``). ``--once`` looks at the signings
 due now and exits; without it, it runs until SIGINT or SIGTERM. Its status calls take
-at most ``--share`` of the token's rate limit. The token is masked in every line.
+at most ``--share`` of the token's rate limit: of this process's own, or, with
+``--rate-limit redis://...`` (``$DOKOBIT_RATE_LIMIT``), of the limit that the
+application's processes share, the share itself then shared by every reconciler of the
+token (``Reconciler`` derives it from the client's limit). The token is masked in
+every line.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ..client import DokobitClient
 from ..inbox import Inbox
 from ..receiver import PostbackReceiver
 from ..reconcile import Reconciler, SQLiteTracker, Tracker
+from .access import in_use, limit_shown
 from .arguments import Command, positive_seconds
 from .inboxes import inbox_location, opened, redis_extra
 from .output import CliError, out
@@ -51,7 +56,8 @@ def add_reconcile_options(p: argparse.ArgumentParser) -> None:
         "--share",
         type=_share,
         default=0.2,
-        help="the part of the token's rate limit that polling may take (default: %(default)g)",
+        help="the part of the token's rate limit that polling may take (default: "
+        "%(default)g); of the limit --rate-limit shares, if given",
     )
     p.add_argument(
         "--idle",
@@ -98,7 +104,7 @@ async def reconciling(
     tracker = tracker_at(args.tracker or args.inbox)
     reconciler = Reconciler(client, sink, tracker, share=args.share, idle=args.idle)
     running = asyncio.create_task(reconciler.run(), name="dokobit-reconciler")
-    out(f"reconciling with at most {args.share:g} of the rate limit")
+    _say_budget(reconciler)
     try:
         yield
     finally:
@@ -108,10 +114,15 @@ async def reconciling(
         await reconciler.aclose()
 
 
+def _say_budget(reconciler: Reconciler) -> None:
+    budget = limit_shown(reconciler.budget)
+    out(f"reconciling with at most {reconciler.share:g} of the rate limit ({budget})")
+
+
 async def reconcile(args: argparse.Namespace, client: DokobitClient) -> int:
     """Look once (``--once``) or until SIGINT/SIGTERM; 0 when done."""
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(client)
+        await stack.enter_async_context(in_use(client))
         try:
             inbox = await stack.enter_async_context(opened(inbox_location(args.inbox)))
         except Exception as exc:
@@ -127,6 +138,7 @@ async def reconcile(args: argparse.Namespace, client: DokobitClient) -> int:
         tracker = tracker_at(args.tracker or args.inbox)
         reconciler = Reconciler(client, inbox, tracker, share=args.share)
         stack.push_async_callback(reconciler.aclose)
+        _say_budget(reconciler)
         looked = 0
         while (done := await reconciler.poll_due()) > 0:  # every batch due now
             looked += done

@@ -17,6 +17,11 @@ signings, any of them verifies a postback
 No secret is ever printed, and no error shows one: errors name a secret by its
 place (``line 3 of PATH``, ``secret 2 of $VAR``). A ``--secret`` option is refused
 without echoing its value.
+
+The commands that show what an inbox holds (``inbox``, ``console``) mask the secrets
+they can know of (:func:`known_secrets`): read by the same rules as above, so that
+every secret ``listen`` would take from the variable or ``INBOX.secret`` is masked,
+each on its own (a rotation's file holds several lines).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 from .._postback_keys import postback_keys
 from ..exceptions import InvalidArgumentError
+from .access import TOKEN_ENV
 from .inboxes import InboxLocation
 from .output import EXIT_USAGE, CliError, shown_path
 
@@ -39,9 +45,8 @@ __all__ = [
     "SECRETS_FILE_LIMIT",
     "SECRET_ENV",
     "add_secret_options",
+    "known_secrets",
     "postback_secrets",
-    "secret_lines",
-    "split_secrets",
 ]
 
 SECRET_ENV = "DOKOBIT_POSTBACK_SECRET"  # noqa: S105 - the variable's name
@@ -103,7 +108,7 @@ def postback_secrets(
     name = env or SECRET_ENV
     value = os.environ.get(name, "").strip()
     if value:
-        parts = split_secrets(value)
+        parts = _split(value)
         names = [f"secret {index}" for index in range(1, len(parts) + 1)]
         keys = _checked(parts, names, f"${name}")
         return keys, f"${name}: {_several(keys)}" if len(keys) > 1 else None
@@ -165,19 +170,37 @@ def _read(path: Path, where: str, empty: str | None = None) -> tuple[bytes, ...]
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise CliError(f"{where} is not UTF-8 text", EXIT_USAGE) from None
-    numbered = secret_lines(text)
+    numbered = _lines(text)
     if not numbered:
         raise CliError(empty or f"{where} holds no postback secret", EXIT_USAGE)
     lines = [line for _, line in numbered]
     return _checked(lines, [f"line {number}" for number, _ in numbered], where)
 
 
-def split_secrets(value: str) -> list[str]:
+def known_secrets(inbox: InboxLocation) -> list[str]:
+    """What this process can know of the access token and the postback secrets, to
+    mask them: ``$DOKOBIT_ACCESS_TOKEN``, every secret of ``$DOKOBIT_POSTBACK_SECRET``
+    and, for an SQLite inbox, every secret line of ``INBOX.secret``.
+
+    Best effort, never an error: a file that cannot be read or is not UTF-8 adds
+    nothing, and nothing is checked (masking a value that is not a secret costs
+    nothing; refusing here would only hide the inbox).
+    """
+    found = [os.environ.get(TOKEN_ENV, "").strip(), *_split(os.environ.get(SECRET_ENV, ""))]
+    if inbox.kind == "sqlite":
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            with Path(f"{inbox.path}.secret").open("rb") as file:
+                text = file.read(SECRETS_FILE_LIMIT).decode("utf-8")
+            found += [line for _, line in _lines(text)]
+    return [value for value in found if value]
+
+
+def _split(value: str) -> list[str]:
     """The secrets in a variable's ``value``: separated by whitespace or commas."""
     return [part for part in _SEPARATORS.split(value) if part]
 
 
-def secret_lines(text: str) -> list[tuple[int, str]]:
+def _lines(text: str) -> list[tuple[int, str]]:
     """The secrets in a file's ``text`` with their line numbers: one per line, blank
     lines and ``#`` comments skipped."""
     lines = ((number, line.strip()) for number, line in enumerate(text.splitlines(), 1))

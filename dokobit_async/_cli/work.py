@@ -15,9 +15,12 @@ and stored error.
 
 Redis unreachable at start (a wrong URL, a refused connection, a wrong password) is
 one error line and exit 1: nothing was taken, and an operator or a supervisor sees at
-once what is wrong. Once running, Redis going away is ridden out: the worker retries
-with a growing delay and loses nothing (:class:`~dokobit_async.redis.RedisWorker`).
-The URL's password is never shown.
+once what is wrong; so is the Redis of ``--rate-limit`` (``$DOKOBIT_RATE_LIMIT``),
+through which the confirmations count in the token's rate limit that the
+application's processes share (without it, the worker's limit is its own). Once
+running, Redis going away is ridden out: the worker retries with a growing delay
+and loses nothing (:class:`~dokobit_async.redis.RedisWorker`). The URL's password
+is never shown.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import contextlib
 from ..client import DokobitClient
 from ..exceptions import InboxError
 from ..receiver import DispatchPolicy
+from .access import in_use
 from .arguments import Command, positive_seconds
 from .inboxes import inbox_location, redis_extra
 from .listen import add_dispatch_options, load_router, note
 from .output import CliError
+from .secrets_source import known_secrets
 from .signals import stop_on_signals
 
 __all__ = ["add_parser", "work"]
@@ -96,12 +101,13 @@ async def work(args: argparse.Namespace, client: DokobitClient | None) -> int:
         client=client,
         confirm=args.confirm,
         lease=args.lease,
+        secrets=tuple(known_secrets(where)),  # masked in stored errors and log lines
     )
     stop = asyncio.Event()
     with stop_on_signals(stop):
         async with contextlib.AsyncExitStack() as stack:
             if client is not None and args.confirm:
-                await stack.enter_async_context(client)
+                await stack.enter_async_context(in_use(client))
             try:
                 await stack.enter_async_context(worker)
             except InboxError as exc:  # its message shows the URL without the password

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from .._postback_keys import postback_keys
 from ..events import (
     EVENT_TYPES,
     POSTBACK_PATH,
@@ -104,10 +105,8 @@ def postback_body(
 
 
 def _key(secret: bytes | str) -> bytes:
-    key = secret.encode() if isinstance(secret, str) else secret
-    if len(key) < 16:
-        raise InvalidArgumentError("secret must be at least 16 bytes")
-    return key
+    """``secret`` checked as the receiver checks its own (one secret here)."""
+    return postback_keys((secret,), ("secret",))[0]
 
 
 def postback_url(public_base_url: str, secret: bytes | str, *, path: str = DEFAULT_PATH) -> str:
@@ -115,6 +114,10 @@ def postback_url(public_base_url: str, secret: bytes | str, *, path: str = DEFAU
     makes it: ``public_base_url``, ``path``, then a fresh ``nonce.mac`` segment.
 
     Treat it as a secret: it is what makes a postback authentic.
+
+    Raises:
+        InvalidArgumentError: ``secret`` is not bytes or text, or is shorter than the
+            receiver accepts (16 bytes).
     """
     segment = mint_postback_secret(_key(secret))
     return f"{public_base_url.rstrip('/')}{path}/{segment}"
@@ -122,6 +125,11 @@ def postback_url(public_base_url: str, secret: bytes | str, *, path: str = DEFAU
 
 def verify_postback_url(url: str, secret: bytes | str, *, path: str = DEFAULT_PATH) -> bool:
     """Whether ``url`` is a postback URL minted under ``secret`` for ``path``
-    (compared in constant time)."""
+    (compared in constant time).
+
+    Raises:
+        InvalidArgumentError: ``secret`` is not one the receiver accepts, as for
+            :func:`postback_url`.
+    """
     route, _, segment = urlsplit(url).path.rpartition("/")
     return route.endswith(path) and verify_postback_secret(_key(secret), segment)
