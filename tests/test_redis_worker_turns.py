@@ -66,7 +66,13 @@ async def all_taken(redis_url: str, prefix: str, running: int) -> bool:
     try:
         info: Any = await client.xinfo_stream(prefix + "stream")
         groups: Any = await client.xinfo_groups(prefix + "stream")
+        if not groups:  # no worker has created the group yet
+            return False
         pending: Any = await client.xpending(prefix + "stream", GROUP)
+    except redis.exceptions.ResponseError as exc:
+        if "NOGROUP" in str(exc):  # (the same, seen by XPENDING)
+            return False
+        raise
     finally:
         await client.aclose()
     delivered = groups[0]["last-delivered-id"] == info["last-generated-id"]
