@@ -43,6 +43,7 @@ from pathlib import Path
 import aiohttp
 from _pinned import STATUS, spread
 from aiohttp import web
+from ratelimit_bench import max_in_window
 
 from dokobit_async import (
     DokobitClient,
@@ -129,16 +130,6 @@ async def arrivals(session: aiohttp.ClientSession, base: str) -> list[tuple[int,
     return sorted((int(t), bool(r)) for t, r in found)
 
 
-def most_in_a_window(times: list[int], period_ns: int) -> int:
-    """The most arrivals in any half-open window ``[t, t + period)``."""
-    most, start = 0, 0
-    for end, t in enumerate(times):
-        while times[start] <= t - period_ns:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
-
-
 async def one_round(
     base: str, args: argparse.Namespace, session: aiohttp.ClientSession, *, reconciling: bool
 ) -> tuple[float, int]:
@@ -171,7 +162,7 @@ async def one_round(
         found = await arrivals(session, base)
     app_times = [t for t, r in found if not r and t < stop_ns]  # (late ones queued)
     ours = [t for t, r in found if r]
-    return len(app_times) / args.seconds, most_in_a_window(ours, 1_000_000_000)
+    return len(app_times) / args.seconds, max_in_window(ours, 1_000_000_000)  # (ours: sorted)
 
 
 async def budget(

@@ -27,7 +27,8 @@ import redis.asyncio
 from _receiver_helpers import wait_until
 from _redis import free_port, running_redis
 from test_cli_work import WAIT, child
-from test_reconcile import NOW_SCHEDULE, completed_signings, create, dead_url, windows
+from test_ratelimit import max_in_any_window
+from test_reconcile import NOW_SCHEDULE, completed_signings, create, dead_url
 
 from dokobit_async import DokobitClient, RateLimit
 from dokobit_async._cli.access import client_of
@@ -132,8 +133,8 @@ async def test_reconcile_shares_the_token_limit_with_the_application(
     everything, reconciler, output, token = await _application_and_reconciler(
         tmp_path, redis_url, "--rate-limit", redis_url
     )
-    assert windows(everything, PERIOD) <= CALLS
-    assert windows(reconciler, PERIOD) <= int(CALLS * SHARE)
+    assert max_in_any_window(everything, PERIOD) <= CALLS
+    assert max_in_any_window(reconciler, PERIOD) <= int(CALLS * SHARE)
     assert f"({int(CALLS * SHARE)} calls per 1 s, shared through {redis_url})" in output
     tags, dumped = await _stored(redis_url)
     assert tags == _tags(token)  # the application's and the command's token; the share
@@ -148,8 +149,8 @@ async def test_without_the_option_the_command_and_the_application_crowd_a_window
     calls and period, in its process) adds its calls to the application's, and some
     window at the emulator holds more than ``CALLS``."""
     everything, reconciler, output, _ = await _application_and_reconciler(tmp_path, redis_url)
-    assert windows(reconciler, PERIOD) <= int(CALLS * SHARE)
-    assert windows(everything, PERIOD) > CALLS
+    assert max_in_any_window(reconciler, PERIOD) <= int(CALLS * SHARE)
+    assert max_in_any_window(everything, PERIOD) > CALLS
     assert "this process's" in output
 
 

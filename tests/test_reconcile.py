@@ -23,6 +23,7 @@ import pytest
 from _receiver_helpers import start_receiver, wait_until
 from _redis import free_port
 from aiohttp import web
+from test_ratelimit import max_in_any_window
 from test_redact import spellings
 
 from dokobit_async import (
@@ -303,17 +304,6 @@ async def test_reconciler_first_then_late_postbacks_run_each_handler_once(
     assert all(isinstance(e, SignerSigned) for e in runs.of(SignerSigned))
 
 
-def windows(times: list[float], period: float) -> int:
-    """The most arrivals in any half-open window ``[t, t + period)``."""
-    times = sorted(times)
-    most, start = 0, 0
-    for end, t in enumerate(times):
-        while times[start] <= t - period:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
-
-
 async def test_polling_never_takes_more_than_its_share_of_the_rate_limit(
     emulator: Emulator,
 ) -> None:
@@ -337,7 +327,7 @@ async def test_polling_never_takes_more_than_its_share_of_the_rate_limit(
     polls = [r.time.timestamp() for r in status if own.token not in r.path]
     apps = [r.time.timestamp() for r in status if own.token in r.path]
     assert len(polls) == len(created)
-    assert windows(polls, 1.0) <= 4
+    assert max_in_any_window(polls, 1.0) <= 4
     assert len(apps) == 8
     assert max(apps) < max(polls)
 
@@ -377,7 +367,7 @@ async def test_a_slot_of_the_share_is_one_call_even_when_the_status_fails(
         calls = [r.time.timestamp() for r in emu.requests if r.operation.endswith("/status")]
         assert all(r.status == 503 for r in emu.requests if r.operation.endswith("/status"))
     assert len(calls) == len(created)
-    assert windows(calls, 1.0) <= 2
+    assert max_in_any_window(calls, 1.0) <= 2
 
 
 def test_the_share_of_the_calls_is_not_lost_to_floating_error() -> None:
