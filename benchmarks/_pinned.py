@@ -6,7 +6,8 @@ The server answers ``GET /api/signing-external/{token}/status.json`` with a fixe
 status answer, as fast as aiohttp can, and records when each request reached its
 handler (``time.monotonic_ns()``: CLOCK_MONOTONIC is one clock for every process of
 the machine, so arrivals compare with the load generator's own times).
-``GET /bench/arrivals`` returns the arrivals recorded so far and forgets them.
+``GET /bench/arrivals`` returns the arrivals recorded so far and forgets them
+(``?tokens=1``: each with the signing token it asked about).
 """
 
 from __future__ import annotations
@@ -60,16 +61,18 @@ def serve(info_file: str, cpu: int | None) -> None:
     from aiohttp import web
 
     body = json.dumps(STATUS).encode()
-    arrivals: list[int] = []
+    arrivals: list[tuple[int, str]] = []
 
     async def status(request: web.Request) -> web.Response:
-        arrivals.append(time.monotonic_ns())
+        arrivals.append((time.monotonic_ns(), request.match_info["token"]))
         return web.Response(body=body, content_type="application/json")
 
     async def taken(request: web.Request) -> web.Response:
         found = arrivals[:]
         del arrivals[: len(found)]
-        return web.json_response(found)
+        if request.query.get("tokens"):
+            return web.json_response(found)
+        return web.json_response([t for t, _ in found])
 
     async def main() -> None:
         app = web.Application()
@@ -146,6 +149,13 @@ class PinnedServer:
         async with session.get(f"{self.base}/bench/arrivals") as response:
             found: list[int] = await response.json()
         return sorted(found)
+
+    async def arrivals_by_token(self, session: aiohttp.ClientSession) -> list[tuple[int, str]]:
+        """The arrivals (monotonic ns) since the last call, each with its signing
+        token, sorted."""
+        async with session.get(f"{self.base}/bench/arrivals?tokens=1") as response:
+            found: list[list[int | str]] = await response.json()
+        return sorted((int(t), str(token)) for t, token in found)
 
 
 def spread(values: Sequence[float], fmt: str = "{:.3f}") -> str:

@@ -28,20 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
-from _pinned import STATUS, spread
+from _pinned import PinnedServer, spread
 from aiohttp import web
 from ratelimit_bench import max_in_window
 
@@ -65,84 +58,23 @@ SHARE = 0.2
 NOW = Schedule(first=0, longest=3600)  # due at once; then not again within a round
 
 
-def serve(info_file: str, cpu: int | None) -> None:
-    """The server process: status answers, and ``(arrival ns, reconciler?)`` records."""
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    body = json.dumps(STATUS).encode()
-    arrivals: list[tuple[int, bool]] = []
-
-    async def status(request: web.Request) -> web.Response:
-        arrivals.append((time.monotonic_ns(), request.match_info["token"].startswith("r")))
-        return web.Response(body=body, content_type="application/json")
-
-    async def taken(request: web.Request) -> web.Response:
-        found = arrivals[:]
-        del arrivals[: len(found)]
-        return web.json_response(found)
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/api/signing-external/{token}/status.json", status)
-        app.router.add_get("/bench/arrivals", taken)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        Path(info_file).write_text(f"http://127.0.0.1:{runner.addresses[0][1]}")
-        await stop.wait()
-        await runner.cleanup()
-
-    asyncio.run(main())
-
-
-@contextlib.contextmanager
-def pinned_server() -> Iterator[str]:
-    """Start the server on the first CPU, pin this process to the second; the base URL."""
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, load_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
-    info = tempfile.mktemp(prefix="dokobit-reconcile-bench-")  # noqa: S306 - local
-    command = [sys.executable, __file__, "--serve", info]
-    proc = subprocess.Popen([*command, str(server_cpu)] if server_cpu is not None else command)
-    try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(info) or not Path(info).read_text():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the benchmark server did not start")
-            time.sleep(0.05)
-        base = Path(info).read_text()
-        os.unlink(info)
-        if load_cpu is not None:
-            os.sched_setaffinity(0, {load_cpu})
-            print(f"server pinned to CPU {server_cpu}, load generator to CPU {load_cpu}")
-        else:
-            print("warning: fewer than 2 CPUs; server and load generator are not pinned")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-async def arrivals(session: aiohttp.ClientSession, base: str) -> list[tuple[int, bool]]:
-    async with session.get(f"{base}/bench/arrivals") as response:
-        found: list[list[int]] = await response.json()
-    return sorted((int(t), bool(r)) for t, r in found)
-
-
 async def one_round(
-    base: str, args: argparse.Namespace, session: aiohttp.ClientSession, *, reconciling: bool
+    server: PinnedServer,
+    args: argparse.Namespace,
+    session: aiohttp.ClientSession,
+    *,
+    reconciling: bool,
 ) -> tuple[float, int]:
     """The application's calls per second, and the reconciler's most in a window."""
     limit = RateLimit(calls=args.calls, period=1.0)
     tracker = MemoryTracker(NOW)
-    async with DokobitClient(TOKEN, base_url=base, rate_limit=limit) as client:
+    async with DokobitClient(TOKEN, base_url=server.base, rate_limit=limit) as client:
         if reconciling:
             now = time.time()
             for i in range(args.signings):
                 await tracker.track(f"r{i:05d}", "external", now)
         reconciler = Reconciler(client, MemoryInbox(), tracker, share=SHARE, batch=args.signings)
-        await arrivals(session, base)  # forget what came before
+        await server.arrivals(session)  # forget what came before
         start_ns = time.monotonic_ns()  # CLOCK_MONOTONIC: the server's clock too
         stop_ns = start_ns + int(args.seconds * 1e9)
         stop = stop_ns / 1e9
@@ -159,25 +91,28 @@ async def one_round(
             with contextlib.suppress(asyncio.CancelledError):
                 await polling
         await reconciler.aclose()
-        found = await arrivals(session, base)
-    app_times = [t for t, r in found if not r and t < stop_ns]  # (late ones queued)
-    ours = [t for t, r in found if r]
+        found = await server.arrivals_by_token(session)
+    app_times = [t for t, token in found if token == "app" and t < stop_ns]  # (late: queued)
+    ours = [t for t, token in found if token != "app"]
     return len(app_times) / args.seconds, max_in_window(ours, 1_000_000_000)  # (ours: sorted)
 
 
 async def budget(
-    base: str, args: argparse.Namespace
+    server: PinnedServer, args: argparse.Namespace
 ) -> tuple[list[float], list[int], list[float]]:
     ratios: list[float] = []
     windows: list[int] = []
     alone_rates: list[float] = []
     async with aiohttp.ClientSession() as session:
         await one_round(
-            base, argparse.Namespace(**{**vars(args), "seconds": 1.0}), session, reconciling=False
+            server,
+            argparse.Namespace(**{**vars(args), "seconds": 1.0}),
+            session,
+            reconciling=False,
         )  # warm-up
         for _ in range(args.rounds):
-            alone, _ = await one_round(base, args, session, reconciling=False)
-            shared, most = await one_round(base, args, session, reconciling=True)
+            alone, _ = await one_round(server, args, session, reconciling=False)
+            shared, most = await one_round(server, args, session, reconciling=True)
             alone_rates.append(alone)
             ratios.append(shared / alone)
             windows.append(most)
@@ -240,14 +175,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=20, help="application calls in flight")
     parser.add_argument("--signings", type=int, default=1000, help="open signings tracked")
     parser.add_argument("--recovered", type=int, default=200, help="signings to recover")
-    parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve[0], int(args.serve[1]) if len(args.serve) > 1 else None)
-        return
     cap = max(1, int(args.calls * SHARE))
-    with pinned_server() as base:
-        ratios, windows, alone = asyncio.run(budget(base, args))
+    with PinnedServer() as server:
+        print(server.placement())
+        ratios, windows, alone = asyncio.run(budget(server, args))
     print(f"application alone: {spread(alone, '{:.1f}')} calls/s (noise: the spread)")
     print(f"application with the reconciler / alone: {spread(ratios)} (goal >= {1 - SHARE:g})")
     print(
